@@ -26,7 +26,11 @@ impl Document {
     pub fn read(path: &Path, mount: &'static str) -> Result<Self, Violation> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Violation::new(
-                Location::File { file: Arc::new(path.to_path_buf()), line: 0, col: 0 },
+                Location::File {
+                    file: Arc::new(path.to_path_buf()),
+                    line: 0,
+                    col: 0,
+                },
                 mount,
                 format!("cannot read the file: {e}"),
             )
@@ -36,7 +40,11 @@ impl Document {
 
     pub fn parse(text: &str, path: &Path, mount: &'static str) -> Result<Self, Violation> {
         let file = Arc::new(path.to_path_buf());
-        let at = |line, col| Location::File { file: file.clone(), line, col };
+        let at = |line, col| Location::File {
+            file: file.clone(),
+            line,
+            col,
+        };
         let value: Value = serde_yaml::from_str(text).map_err(|e| {
             let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
             // serde_yaml appends " at line L column C"; the location already says it.
@@ -65,7 +73,12 @@ impl Document {
         // The text already parsed above, so a scan error here is impossible in practice;
         // if it happens we merely lose positions, never the configuration.
         let _ = Parser::new_from_str(text).load(&mut recorder, false);
-        Ok(Self { file, mount, value, positions: recorder.positions })
+        Ok(Self {
+            file,
+            mount,
+            value,
+            positions: recorder.positions,
+        })
     }
 
     /// The location of `path` (relative to this file), or of its nearest ancestor.
@@ -73,11 +86,21 @@ impl Document {
         let mut probe = path;
         loop {
             if let Some(&(line, col)) = self.positions.get(probe) {
-                return Location::File { file: self.file.clone(), line, col };
+                return Location::File {
+                    file: self.file.clone(),
+                    line,
+                    col,
+                };
             }
             match probe.rfind(['.', '[']) {
                 Some(cut) => probe = &probe[..cut],
-                None => return Location::File { file: self.file.clone(), line: 0, col: 0 },
+                None => {
+                    return Location::File {
+                        file: self.file.clone(),
+                        line: 0,
+                        col: 0,
+                    };
+                }
             }
         }
     }
@@ -138,7 +161,11 @@ impl PositionRecorder {
 }
 
 fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
 }
 
 impl MarkedEventReceiver for PositionRecorder {
@@ -151,12 +178,26 @@ impl MarkedEventReceiver for PositionRecorder {
                 self.node_path(mark, None);
             }
             Event::MappingStart(..) => {
-                let path = if self.stack.is_empty() { Some(String::new()) } else { self.node_path(mark, None) };
-                self.stack.push(Frame::Mapping { path: path.unwrap_or_default(), key: None });
+                let path = if self.stack.is_empty() {
+                    Some(String::new())
+                } else {
+                    self.node_path(mark, None)
+                };
+                self.stack.push(Frame::Mapping {
+                    path: path.unwrap_or_default(),
+                    key: None,
+                });
             }
             Event::SequenceStart(..) => {
-                let path = if self.stack.is_empty() { Some(String::new()) } else { self.node_path(mark, None) };
-                self.stack.push(Frame::Sequence { path: path.unwrap_or_default(), next_index: 0 });
+                let path = if self.stack.is_empty() {
+                    Some(String::new())
+                } else {
+                    self.node_path(mark, None)
+                };
+                self.stack.push(Frame::Sequence {
+                    path: path.unwrap_or_default(),
+                    next_index: 0,
+                });
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
@@ -176,8 +217,8 @@ mod tests {
 
     #[test]
     fn records_line_and_column_of_nested_keys() {
-        let doc = parse("model: m\nscaling:\n  spot:\n    target_qps: 3\nrouter:\n  api_keys:\n    - env: K\n")
-            .unwrap();
+        let doc =
+            parse("model: m\nscaling:\n  spot:\n    target_qps: 3\nrouter:\n  api_keys:\n    - env: K\n").unwrap();
         let at = |p: &str| match doc.locate(p) {
             Location::File { line, col, .. } => (line, col),
             Location::Flag(_) | Location::Default => unreachable!(),
@@ -201,7 +242,10 @@ mod tests {
     fn syntax_errors_carry_their_location() {
         let err = parse("model: m\nscaling: [unclosed\n").unwrap_err();
         assert!(err.message.starts_with("invalid YAML"), "{}", err.message);
-        assert!(matches!(err.location, Location::File { line, .. } if line >= 2), "{err}");
+        assert!(
+            matches!(err.location, Location::File { line, .. } if line >= 2),
+            "{err}"
+        );
         let dup = parse("model: a\nmodel: b\n").unwrap_err();
         assert!(dup.message.contains("duplicate"), "{}", dup.message);
     }

@@ -25,7 +25,9 @@ pub const MAX_SERVICE_NAME: usize = 30;
 pub fn check_service_name(name: &str) -> Result<(), String> {
     let rule = "lower-case letters, digits and `-`, starting with a letter, not ending with `-`, \
                 at most 30 characters";
-    let valid_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if name.is_empty() {
         Err(format!("must not be empty; use {rule}"))
     } else if name.len() > MAX_SERVICE_NAME {
@@ -52,19 +54,18 @@ pub(crate) fn validate(
 ) -> DeploymentSpec {
     let mut check = Checker { origins, violations };
 
-    let service_name = match raw.service_name {
-        Some(name) => {
-            if let Err(problem) = check_service_name(&name) {
-                check.fail("service_name", problem);
-            }
-            name
-        }
-        None => generate_service_name(),
-    };
+    let service_name_generated = raw.service_name.is_none();
+    let service_name = raw.service_name.unwrap_or_else(generate_service_name);
+    if let Err(problem) = check_service_name(&service_name) {
+        check.fail("service_name", problem);
+    }
     let model = match raw.model.map(|m| m.trim().to_string()) {
         None => check.missing("model", "--model", "a Hugging Face model id such as `Qwen/Qwen3-0.6B`"),
         Some(m) if m.is_empty() || m.chars().any(char::is_whitespace) => {
-            check.fail("model", format!("`{m}` is not a model id; use one such as `Qwen/Qwen3-0.6B`"));
+            check.fail(
+                "model",
+                format!("`{m}` is not a model id; use one such as `Qwen/Qwen3-0.6B`"),
+            );
             m
         }
         Some(m) => m,
@@ -86,14 +87,20 @@ pub(crate) fn validate(
     let gpu_count = check.int("gpu_count", raw.gpu_count, 1, 1..=8);
     let tp_size = check.int("tp_size", raw.tp_size, 1, 1..=8);
     if tp_size > gpu_count {
-        check.fail("tp_size", format!("must not exceed `gpu_count` ({gpu_count}), got {tp_size}"));
+        check.fail(
+            "tp_size",
+            format!("must not exceed `gpu_count` ({gpu_count}), got {tp_size}"),
+        );
     }
     let max_model_len = check.int("max_model_len", raw.max_model_len, 4096, 16..=10_485_760);
 
     let (serverless_provider, serverless_provider_auto) =
         choose_serverless_provider(&mut check, raw.serverless_provider, &gpu, catalog);
     if serverless_provider == ServerlessProvider::Cloudrun && gpu_count > 1 {
-        check.fail("gpu_count", format!("cloudrun gives exactly one GPU per instance, got {gpu_count}"));
+        check.fail(
+            "gpu_count",
+            format!("cloudrun gives exactly one GPU per instance, got {gpu_count}"),
+        );
     }
     let spots_cloud = check.choice("spots_cloud", raw.spots_cloud, SpotCloud::Aws);
     let cold_start_mode = check.choice("cold_start_mode", raw.cold_start_mode, ColdStartMode::FastBoot);
@@ -111,11 +118,15 @@ pub(crate) fn validate(
     }
     let router = router_config(&mut check, raw.router, &scaling.serverless);
     if public && !router.api_keys.is_empty() {
-        check.fail("router.api_keys", "`public: true` turns client auth off; remove the keys or `public`");
+        check.fail(
+            "router.api_keys",
+            "`public: true` turns client auth off; remove the keys or `public`",
+        );
     }
 
     DeploymentSpec {
         service_name,
+        service_name_generated,
         model,
         gpu,
         gpu_count,
@@ -142,26 +153,43 @@ fn choose_serverless_provider(
     gpu: &str,
     catalog: &Catalog,
 ) -> (ServerlessProvider, bool) {
-    let offering = || catalog.serverless_offers(gpu).iter().map(|o| o.provider).collect::<Vec<_>>().join(", ");
+    let offering = || {
+        catalog
+            .serverless_offers(gpu)
+            .iter()
+            .map(|o| o.provider)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match requested.as_deref() {
-        None | Some("auto") => match catalog.cheapest_serverless(gpu).and_then(|o| ServerlessProvider::parse(o.provider)) {
-            Some(provider) => (provider, true),
-            None => {
-                if !gpu.is_empty() {
-                    check.fail(
+        None | Some("auto") => {
+            match catalog
+                .cheapest_serverless(gpu)
+                .and_then(|o| ServerlessProvider::parse(o.provider))
+            {
+                Some(provider) => (provider, true),
+                None => {
+                    if !gpu.is_empty() {
+                        check.fail(
                         "gpu",
                         format!("no serverless provider offers {gpu}; choose another GPU or `serverless_provider: local`"),
                     );
+                    }
+                    (ServerlessProvider::Local, true)
                 }
-                (ServerlessProvider::Local, true)
             }
-        },
+        }
         Some(_) => {
             let provider = check.choice("serverless_provider", requested, ServerlessProvider::Local);
-            let unpriced = provider != ServerlessProvider::Local && catalog.serverless_price(provider.as_str(), gpu).is_none();
+            let unpriced =
+                provider != ServerlessProvider::Local && catalog.serverless_price(provider.as_str(), gpu).is_none();
             if unpriced && !gpu.is_empty() {
                 let others = offering();
-                let hint = if others.is_empty() { "no provider does".to_string() } else { format!("offered by: {others}") };
+                let hint = if others.is_empty() {
+                    "no provider does".to_string()
+                } else {
+                    format!("offered by: {others}")
+                };
                 check.fail("serverless_provider", format!("{provider} has no {gpu} GPUs; {hint}"));
             }
             (provider, false)
@@ -172,16 +200,39 @@ fn choose_serverless_provider(
 fn spot_policy(check: &mut Checker, raw: RawSpotPolicy) -> SpotPolicy {
     let default = SpotPolicy::default();
     let policy = SpotPolicy {
-        min_replicas: check.int("scaling.spot.min_replicas", raw.min_replicas, default.min_replicas, 0..=100),
-        max_replicas: check.int("scaling.spot.max_replicas", raw.max_replicas, default.max_replicas, 1..=100),
+        min_replicas: check.int(
+            "scaling.spot.min_replicas",
+            raw.min_replicas,
+            default.min_replicas,
+            0..=100,
+        ),
+        max_replicas: check.int(
+            "scaling.spot.max_replicas",
+            raw.max_replicas,
+            default.max_replicas,
+            1..=100,
+        ),
         target_qps: check.positive("scaling.spot.target_qps", raw.target_qps, default.target_qps, 100_000.0),
-        upscale_delay: check.int("scaling.spot.upscale_delay", raw.upscale_delay, default.upscale_delay, 0..=3600),
-        downscale_delay: check.int("scaling.spot.downscale_delay", raw.downscale_delay, default.downscale_delay, 0..=86_400),
+        upscale_delay: check.int(
+            "scaling.spot.upscale_delay",
+            raw.upscale_delay,
+            default.upscale_delay,
+            0..=3600,
+        ),
+        downscale_delay: check.int(
+            "scaling.spot.downscale_delay",
+            raw.downscale_delay,
+            default.downscale_delay,
+            0..=86_400,
+        ),
     };
     if policy.min_replicas > policy.max_replicas {
         check.fail(
             "scaling.spot.min_replicas",
-            format!("must not exceed `spot.max_replicas` ({}), got {}", policy.max_replicas, policy.min_replicas),
+            format!(
+                "must not exceed `spot.max_replicas` ({}), got {}",
+                policy.max_replicas, policy.min_replicas
+            ),
         );
     }
     policy
@@ -192,7 +243,12 @@ fn serverless_policy(check: &mut Checker, raw: RawServerlessPolicy) -> Serverles
     let path = |key: &str| format!("scaling.serverless.{key}");
     let policy = ServerlessPolicy {
         concurrency: check.int(&path("concurrency"), raw.concurrency, default.concurrency, 1..=1024),
-        scaledown_window: check.int(&path("scaledown_window"), raw.scaledown_window, default.scaledown_window, 0..=86_400),
+        scaledown_window: check.int(
+            &path("scaledown_window"),
+            raw.scaledown_window,
+            default.scaledown_window,
+            0..=86_400,
+        ),
         timeout: check.int(&path("timeout"), raw.timeout, default.timeout, 1..=86_400),
         workers_min: check.int(&path("workers_min"), raw.workers_min, default.workers_min, 0..=100),
         workers_max: check.int(&path("workers_max"), raw.workers_max, default.workers_max, 1..=100),
@@ -201,7 +257,10 @@ fn serverless_policy(check: &mut Checker, raw: RawServerlessPolicy) -> Serverles
     if policy.workers_min > policy.workers_max {
         check.fail(
             &path("workers_min"),
-            format!("must not exceed `serverless.workers_max` ({}), got {}", policy.workers_max, policy.workers_min),
+            format!(
+                "must not exceed `serverless.workers_max` ({}), got {}",
+                policy.workers_max, policy.workers_min
+            ),
         );
     }
     policy
@@ -212,7 +271,10 @@ fn router_config(check: &mut Checker, raw: RawRouter, serverless: &ServerlessPol
     let listen = match raw.listen {
         None => default.listen,
         Some(text) => text.parse::<SocketAddr>().unwrap_or_else(|_| {
-            check.fail("router.listen", format!("`{text}` is not an address such as `0.0.0.0:8080`"));
+            check.fail(
+                "router.listen",
+                format!("`{text}` is not an address such as `0.0.0.0:8080`"),
+            );
             default.listen
         }),
     };
@@ -228,7 +290,12 @@ fn router_config(check: &mut Checker, raw: RawRouter, serverless: &ServerlessPol
         api_keys,
         admin_key: raw.admin_key.and_then(|s| check.secret("router.admin_key", s)),
         health_public: raw.health_public.unwrap_or(default.health_public),
-        connect_timeout: check.seconds("router.connect_timeout", raw.connect_timeout, default.connect_timeout, 300.0),
+        connect_timeout: check.seconds(
+            "router.connect_timeout",
+            raw.connect_timeout,
+            default.connect_timeout,
+            300.0,
+        ),
         first_byte_timeout: check.seconds(
             "router.first_byte_timeout",
             raw.first_byte_timeout,
@@ -236,7 +303,12 @@ fn router_config(check: &mut Checker, raw: RawRouter, serverless: &ServerlessPol
             86_400.0,
         ),
         idle_timeout: check.seconds("router.idle_timeout", raw.idle_timeout, default.idle_timeout, 86_400.0),
-        max_body_bytes: check.int("router.max_body_bytes", raw.max_body_bytes, default.max_body_bytes, 1..=1 << 30),
+        max_body_bytes: check.int(
+            "router.max_body_bytes",
+            raw.max_body_bytes,
+            default.max_body_bytes,
+            1..=1 << 30,
+        ),
         max_concurrent_requests: check.int(
             "router.max_concurrent_requests",
             raw.max_concurrent_requests,
@@ -248,7 +320,12 @@ fn router_config(check: &mut Checker, raw: RawRouter, serverless: &ServerlessPol
             other => check.seconds("router.queue_timeout", other, default.queue_timeout, 3600.0),
         },
         max_attempts: check.int("router.max_attempts", raw.max_attempts, default.max_attempts, 1..=10),
-        spot_capacity: check.int("router.spot_capacity", raw.spot_capacity, default.spot_capacity, 1..=4096),
+        spot_capacity: check.int(
+            "router.spot_capacity",
+            raw.spot_capacity,
+            default.spot_capacity,
+            1..=4096,
+        ),
     }
 }
 
@@ -263,7 +340,10 @@ impl Checker<'_> {
     }
 
     fn missing(&mut self, key: &str, flag: &str, example: &str) -> String {
-        self.fail(key, format!("is required: set `{key}:` in the file or pass {flag} ({example})"));
+        self.fail(
+            key,
+            format!("is required: set `{key}:` in the file or pass {flag} ({example})"),
+        );
         String::new()
     }
 
@@ -275,7 +355,10 @@ impl Checker<'_> {
         match T::try_from(value) {
             Ok(v) if range.contains(&v) => v,
             _ => {
-                self.fail(path, format!("must be between {} and {}, got {value}", range.start(), range.end()));
+                self.fail(
+                    path,
+                    format!("must be between {} and {}, got {value}", range.start(), range.end()),
+                );
                 default
             }
         }
@@ -324,7 +407,10 @@ impl Checker<'_> {
                 if valid {
                     Some(SecretRef::Env(name))
                 } else {
-                    self.fail(&format!("{path}.env"), format!("`{name}` is not an environment variable name"));
+                    self.fail(
+                        &format!("{path}.env"),
+                        format!("`{name}` is not an environment variable name"),
+                    );
                     None
                 }
             }

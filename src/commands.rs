@@ -1,0 +1,41 @@
+//! One module per subcommand; `run` dispatches and `exit_code` classifies failures.
+
+mod check;
+mod deploy;
+mod list;
+mod show_gpus;
+
+use crate::cli::Command;
+
+/// A mistake in how the command was called; exits with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Deploy(args) => deploy::run(&args),
+        Command::Check(args) => check::run(&args),
+        Command::List(args) => list::run(&args),
+        Command::ShowGpus(args) => show_gpus::run(&args),
+        Command::Destroy(_) => not_available("destroy"),
+        Command::Status(_) => not_available("status"),
+        Command::Cost(_) => not_available("cost"),
+        Command::Router(_) => not_available("router"),
+    }
+}
+
+/// 2 for usage and configuration errors, 1 for everything else.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    let usage = error.chain().any(|cause| {
+        cause.downcast_ref::<UsageError>().is_some() || cause.downcast_ref::<tandemn_config::ConfigError>().is_some()
+    });
+    if usage { 2 } else { 1 }
+}
+
+fn not_available(command: &str) -> anyhow::Result<()> {
+    Err(UsageError(format!(
+        "`tandemn {command}` is not available yet in this build; it arrives with the router and provisioner"
+    ))
+    .into())
+}

@@ -1,0 +1,76 @@
+//! `tandemn check`: validates a configuration (every problem at once), then reports
+//! which provider credentials and CLIs this machine has. Secrets are never printed.
+
+use tandemn_config::Catalog;
+use tandemn_provisioner::credentials::{Account, Environment, probe};
+
+use super::UsageError;
+use crate::cli::DeployArgs;
+use crate::output::println;
+
+pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
+    let sources = args.sources();
+    let mut needed = Vec::new();
+    let mut problems = 0;
+    if sources.is_empty() {
+        println("Configuration: none given (pass --config FILE or deploy flags to check one)");
+    } else {
+        match sources.load(Catalog::embedded()) {
+            Ok(spec) => {
+                println("Configuration: valid");
+                for line in super::deploy::summary(&spec).lines() {
+                    println(&format!("  {line}"));
+                }
+                needed = vec![
+                    Account::for_serverless(spec.serverless_provider),
+                    Account::for_spot(spec.spots_cloud),
+                ];
+            }
+            Err(error) => {
+                problems = error.violations.len();
+                println(&format!(
+                    "Configuration: {problems} problem{}",
+                    if problems == 1 { "" } else { "s" }
+                ));
+                for violation in &error.violations {
+                    println(&format!("  {violation}"));
+                }
+            }
+        }
+    }
+
+    println("\nProvider setup:");
+    let env = Environment::current();
+    let mut missing = Vec::new();
+    for account in Account::ALL {
+        let status = probe(account, &env);
+        let mark = if status.ready { "ok" } else { "missing" };
+        let needed_note = if needed.contains(&account) {
+            " (needed by this deployment)"
+        } else {
+            ""
+        };
+        println(&format!(
+            "  [{mark:<7}] {:<9} {}{needed_note}",
+            account.name(),
+            status.found.join("; ")
+        ));
+        for fix in &status.missing {
+            println(&format!("              fix: {fix}"));
+        }
+        if !status.ready && needed.contains(&account) {
+            missing.push(account.name());
+        }
+    }
+
+    if problems > 0 {
+        return Err(UsageError(format!("the configuration has {problems} problem(s), listed above")).into());
+    }
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "this deployment needs credentials that are missing: {}",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}

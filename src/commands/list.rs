@@ -1,0 +1,56 @@
+//! `tandemn list`: deployments from the state store, newest first.
+
+use tandemn_provisioner::{DeploymentStatus, StateStore};
+
+use crate::cli::{ListArgs, StatusFilter};
+use crate::output::Table;
+use crate::output::{print, println};
+
+pub fn run(args: &ListArgs) -> anyhow::Result<()> {
+    let store = StateStore::open_default()?;
+    let status = args.status.map(|s| match s {
+        StatusFilter::Deploying => DeploymentStatus::Deploying,
+        StatusFilter::Active => DeploymentStatus::Active,
+        StatusFilter::Failed => DeploymentStatus::Failed,
+        StatusFilter::Destroyed => DeploymentStatus::Destroyed,
+    });
+    let deployments = store.deployments(status)?;
+    if args.json {
+        println(&serde_json::to_string_pretty(&deployments)?);
+        return Ok(());
+    }
+    if deployments.is_empty() {
+        match status {
+            Some(status) => println(&format!("No {} deployments found.", status.as_str())),
+            None => println("No deployments found. Start one with `tandemn deploy`."),
+        }
+        return Ok(());
+    }
+    let mut table = Table::new([
+        "SERVICE NAME",
+        "STATUS",
+        "MODEL",
+        "GPU",
+        "SERVERLESS",
+        "SPOT",
+        "CREATED",
+    ]);
+    for d in &deployments {
+        let gpu = if d.gpu_count == 1 {
+            d.gpu.clone()
+        } else {
+            format!("{}x{}", d.gpu_count, d.gpu)
+        };
+        table.row(vec![
+            d.service_name.clone(),
+            d.status.as_str().to_string(),
+            d.model.clone(),
+            gpu,
+            d.serverless_provider.clone(),
+            d.spots_cloud.clone(),
+            humantime::format_rfc3339_seconds(d.created_at).to_string(),
+        ]);
+    }
+    print(&table.render());
+    Ok(())
+}
