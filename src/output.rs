@@ -75,7 +75,7 @@ mod tests {
         table.row(vec!["y".into()]);
         assert_eq!(
             table.render(),
-            "A          LONG HEADER  C\n--------------------------\nwide cell  x\ny\n"
+            "A          LONG HEADER  C\n-------------------------\nwide cell  x\ny\n"
         );
     }
 }
