@@ -1,0 +1,416 @@
+//! The `tandemn` binary as a user runs it: output, exit codes (0 ok, 1 failed,
+//! 2 usage or configuration error) and state, with HOME and PATH isolated.
+
+#![allow(clippy::unwrap_used, reason = "test helpers fail the test by panicking")]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use predicates::str::contains;
+use tandemn_config::{Catalog, Override, Sources};
+use tandemn_provisioner::{DeploymentStatus, StateStore};
+
+/// A sandbox: its own HOME, TANDEMN_HOME and an empty PATH, no provider variables.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn tandemn(&self, args: &[&str]) -> Command {
+        let mut command = Command::cargo_bin("tandemn").unwrap();
+        command
+            .args(args)
+            .env_clear()
+            .env("HOME", self.home())
+            .env("TANDEMN_HOME", self.state());
+        command
+            .env("PATH", self.dir.path().join("bin"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        command
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+fn stdout_of(command: &mut Command) -> String {
+    String::from_utf8(command.assert().success().get_output().stdout.clone()).unwrap()
+}
+
+#[test]
+fn show_gpus_lists_every_priced_gpu_with_spot_savings() {
+    let sandbox = Sandbox::new();
+    let out = stdout_of(&mut sandbox.tandemn(&["show-gpus"]));
+    let header = out.lines().next().unwrap();
+    for column in [
+        "GPU",
+        "VRAM",
+        "MODAL",
+        "RUNPOD",
+        "CLOUDRUN",
+        "AWS SPOT",
+        "AWS ON-DEMAND",
+        "SPOT SAVINGS",
+    ] {
+        assert!(header.contains(column), "missing column {column}: {header}");
+    }
+    let l4 = out.lines().find(|l| l.starts_with("L4 ")).unwrap();
+    assert!(
+        l4.contains("$0.68/hr*") && l4.contains("$0.26/hr") && l4.contains("62% cheaper"),
+        "{l4}"
+    );
+    for gpu in &Catalog::embedded().gpus {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("{} ", gpu.name))),
+            "{} missing",
+            gpu.name
+        );
+    }
+}
+
+#[test]
+fn show_gpus_detail_json_and_filters() {
+    let sandbox = Sandbox::new();
+    let out = stdout_of(&mut sandbox.tandemn(&["show-gpus", "--gpu", "a100"]));
+    assert!(
+        out.contains("GPU:      A100_80GB") && out.contains("Cheapest serverless: modal at $2.50/hr"),
+        "{out}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&stdout_of(&mut sandbox.tandemn(&[
+        "show-gpus",
+        "--gpu",
+        "L4",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(json["gpu"], "L4");
+    assert_eq!(json["cheapest_serverless"], "runpod");
+    assert_eq!(json["serverless"].as_array().unwrap().len(), 3);
+    assert_eq!(json["spot"][0]["instance_type"], "g6.xlarge");
+    assert!(json["serverless"][0]["as_of"].is_string() && json["serverless"][0]["source"].is_string());
+
+    let out = stdout_of(&mut sandbox.tandemn(&["show-gpus", "--provider", "cloudrun"]));
+    let header = out.lines().next().unwrap();
+    assert!(
+        header.contains("CLOUDRUN") && !header.contains("MODAL") && !header.contains("AWS"),
+        "{header}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.contains("/hr")).count(),
+        1,
+        "only L4 is on Cloud Run: {out}"
+    );
+
+    let all: serde_json::Value = serde_json::from_str(&stdout_of(&mut sandbox.tandemn(&[
+        "show-gpus",
+        "--json",
+        "--provider",
+        "aws",
+    ])))
+    .unwrap();
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["serverless"].as_array().unwrap().is_empty())
+    );
+
+    sandbox
+        .tandemn(&["show-gpus", "--gpu", "L5"])
+        .assert()
+        .code(2)
+        .stderr(contains("unknown GPU `L5`; did you mean `L4`?"));
+    sandbox
+        .tandemn(&["show-gpus", "--provider", "lambda"])
+        .assert()
+        .code(2)
+        .stderr(contains("unknown provider `lambda`"));
+}
+
+fn seed(state: &Path, name: &str, gpu: &str, status: DeploymentStatus) {
+    let store = StateStore::open(state).unwrap();
+    let overrides = vec![
+        Override::text("service_name", "--service-name", name),
+        Override::text("model", "--model", "Qwen/Qwen3-0.6B"),
+        Override::text("gpu", "--gpu", gpu),
+    ];
+    let spec = Sources {
+        overrides,
+        ..Sources::default()
+    }
+    .load(Catalog::embedded())
+    .unwrap();
+    store.save_deployment(&spec, status).unwrap();
+}
+
+#[test]
+fn list_reads_the_state_store() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .tandemn(&["list"])
+        .assert()
+        .success()
+        .stdout(contains("No deployments found."));
+    seed(&sandbox.state(), "alpha", "L4", DeploymentStatus::Active);
+    seed(&sandbox.state(), "beta", "H100", DeploymentStatus::Destroyed);
+
+    let out = stdout_of(&mut sandbox.tandemn(&["list"]));
+    assert!(out.starts_with("SERVICE NAME"), "{out}");
+    let alpha = out.lines().find(|l| l.starts_with("alpha")).unwrap();
+    assert!(
+        alpha.contains("active") && alpha.contains("Qwen/Qwen3-0.6B") && alpha.contains("runpod"),
+        "{alpha}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("beta") && l.contains("destroyed") && l.contains("modal"))
+    );
+
+    let active = stdout_of(&mut sandbox.tandemn(&["list", "--status", "active"]));
+    assert!(active.contains("alpha") && !active.contains("beta"), "{active}");
+    sandbox
+        .tandemn(&["list", "--status", "failed"])
+        .assert()
+        .success()
+        .stdout(contains("No failed deployments"));
+
+    let json: serde_json::Value = serde_json::from_str(&stdout_of(&mut sandbox.tandemn(&["list", "--json"]))).unwrap();
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["service_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(json[0]["created_at"].as_str().unwrap().ends_with('Z'));
+
+    sandbox.tandemn(&["list", "--status", "running"]).assert().code(2);
+}
+
+#[test]
+fn check_reports_every_problem_with_its_location() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.write(
+        "bad.yaml",
+        "model: m\ngpu: L5\nscaling:\n  spot:\n    target_qp: 3\n    min_replicas: -1\n",
+    );
+    let assert = sandbox
+        .tandemn(&["check", "--config", file.to_str().unwrap(), "--concurrency", "0"])
+        .assert()
+        .code(2);
+    let out = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert!(out.contains("Configuration: 4 problems"), "{out}");
+    for expected in [
+        "bad.yaml:2:1: `gpu`: unknown GPU `L5`; did you mean `L4`?",
+        "bad.yaml:5:5: `scaling.spot.target_qp`: unknown key; did you mean `target_qps`?",
+        "bad.yaml:6:5: `scaling.spot.min_replicas`: must be between 0 and 100, got -1",
+        "flag --concurrency: `scaling.serverless.concurrency`: must be between 1 and 1024, got 0",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in {out}");
+    }
+    assert!(
+        out.contains("Provider setup:"),
+        "credentials are reported even for a bad config"
+    );
+}
+
+#[test]
+fn check_reports_credentials_without_echoing_secrets() {
+    let sandbox = Sandbox::new();
+    let assert = sandbox
+        .tandemn(&[
+            "check",
+            "--model",
+            "m",
+            "--gpu",
+            "L4",
+            "--serverless-provider",
+            "runpod",
+        ])
+        .env("RUNPOD_API_KEY", "rp-VERY-SECRET")
+        .assert()
+        .code(1)
+        .stderr(contains("needs credentials that are missing: skypilot"));
+    let out = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert!(
+        out.contains("[ok     ] runpod    RUNPOD_API_KEY is set (needed by this deployment)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[missing] skypilot") && out.contains("fix: install SkyPilot"),
+        "{out}"
+    );
+    assert!(!out.contains("VERY-SECRET"), "the key leaked: {out}");
+
+    sandbox
+        .tandemn(&["check", "--config", "examples/local.yaml"])
+        .assert()
+        .success();
+    sandbox
+        .tandemn(&["check"])
+        .assert()
+        .success()
+        .stdout(contains("Configuration: none given"));
+}
+
+#[test]
+fn every_example_config_validates() {
+    let sandbox = Sandbox::new();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(examples).unwrap() {
+        let path = entry.unwrap().path();
+        let path = path.to_str().unwrap();
+        let args: Vec<&str> = if path.ends_with("scaling-policy.yaml") {
+            vec!["deploy", "--model", "m", "--gpu", "L4", "--scaling-policy", path]
+        } else {
+            vec!["deploy", "--config", path]
+        };
+        // Validation passes; only launching is not available yet.
+        sandbox
+            .tandemn(&args)
+            .assert()
+            .code(2)
+            .stderr(contains("the configuration above is valid"));
+        checked += 1;
+    }
+    assert!(checked >= 3);
+}
+
+#[test]
+fn deploy_validates_then_says_it_is_not_available() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .tandemn(&[
+            "deploy",
+            "--model",
+            "Qwen/Qwen3-0.6B",
+            "--gpu",
+            "L4",
+            "--no-scale-to-zero",
+        ])
+        .assert()
+        .code(2)
+        .stdout(
+            contains("spot 1..8 replicas")
+                .and(contains("idle 300 s"))
+                .and(contains("(generated")),
+        )
+        .stderr(contains("not available yet"));
+    sandbox
+        .tandemn(&["deploy", "--gpu", "L4"])
+        .assert()
+        .code(2)
+        .stderr(contains("`model`: is required"));
+    sandbox
+        .tandemn(&["deploy", "--model", "m", "--gpu", "L4", "--tp-size", "-1"])
+        .assert()
+        .code(2);
+    assert!(
+        !sandbox.state().join("state.db").exists(),
+        "a rejected deploy records nothing"
+    );
+}
+
+#[test]
+fn unfinished_commands_exit_2_without_faking_output() {
+    let sandbox = Sandbox::new();
+    for args in [
+        &["destroy", "--service-name", "x"][..],
+        &["destroy", "--all"],
+        &["status", "--service-name", "x"],
+        &["cost", "--service-name", "x"],
+        &["router"],
+    ] {
+        sandbox
+            .tandemn(args)
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(contains("not available yet"));
+    }
+    sandbox.tandemn(&["destroy"]).assert().code(2);
+    sandbox
+        .tandemn(&["destroy", "--all", "--service-name", "x"])
+        .assert()
+        .code(2);
+    sandbox
+        .tandemn(&["status"])
+        .assert()
+        .code(2)
+        .stderr(contains("--service-name"));
+    sandbox.tandemn(&[]).assert().code(2);
+}
+
+#[test]
+fn deploy_help_lists_every_seed_flag_and_verbose_is_global() {
+    let sandbox = Sandbox::new();
+    let help = stdout_of(&mut sandbox.tandemn(&["deploy", "--help"]));
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" "); // undo line wrapping
+    for flag in [
+        "--model",
+        "--gpu",
+        "--gpu-count",
+        "--serverless-provider",
+        "--spots-cloud",
+        "--region",
+        "--tp-size",
+        "--max-model-len",
+        "--concurrency",
+        "--workers-max",
+        "--cold-start-mode",
+        "--no-scale-to-zero",
+        "--scaling-policy",
+        "--service-name",
+        "--public",
+        "--gcp-project",
+        "--gcp-region",
+        "--config",
+        "--verbose",
+    ] {
+        assert!(help.contains(flag), "deploy --help lacks {flag}");
+    }
+    for default in [
+        "[default: 1]",
+        "[default: aws]",
+        "[default: 4096]",
+        "[default: fast_boot]",
+        "cheapest for GPU",
+    ] {
+        assert!(help.contains(default), "deploy --help lacks {default}");
+    }
+    let top = stdout_of(&mut sandbox.tandemn(&["--help"]));
+    for command in [
+        "deploy",
+        "destroy",
+        "status",
+        "cost",
+        "list",
+        "show-gpus",
+        "check",
+        "router",
+    ] {
+        assert!(top.contains(command), "--help lacks {command}");
+    }
+    sandbox.tandemn(&["show-gpus", "-v", "--gpu", "T4"]).assert().success();
+    sandbox.tandemn(&["-v", "list"]).assert().success();
+}
