@@ -1,1 +1,4 @@
-//! Tandemn's load tools: the vLLM-compatible simulator (`mock-vllm`) and the load generator.
+//! Tandemn's load tools: the vLLM-compatible simulator (`mock-vllm`) and the load
+//! generator (`bench`). Both serve tests and benchmarks and ship in the CLI.
+
+pub mod mock_vllm;

@@ -1,0 +1,578 @@
+//! The simulator's HTTP/1.1 server: a task per connection, admission through
+//! `max_num_seqs` decode slots, and SSE bodies paced against absolute deadlines so
+//! delays never drift.
+
+use std::convert::Infallible;
+use std::future::pending;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::config::{Jitter, MockConfig};
+use super::openai::{self, Endpoint, Generation, Rejection, ResponseIds};
+
+pub type Body = BoxBody<Bytes, io::Error>;
+
+/// A running simulator. Dropping it stops the server and closes every connection.
+pub struct MockVllm {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+impl MockVllm {
+    /// Serves on 127.0.0.1 at a port the OS picks.
+    pub async fn start(config: MockConfig) -> io::Result<Self> {
+        Self::bind(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    pub async fn bind(config: MockConfig, addr: SocketAddr) -> io::Result<Self> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let shared = Arc::new(Shared {
+            slots: Arc::new(Semaphore::new(config.max_num_seqs as usize)),
+            config,
+            started: Instant::now(),
+            created,
+            stats: Stats::default(),
+        });
+        let server = tokio::spawn(serve(listener, shared.clone()));
+        Ok(Self { addr, shared, server })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, the base of every endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Waits until the server stops by itself (`exit_after_secs`).
+    pub async fn stopped(&mut self) {
+        let _ = (&mut self.server).await;
+    }
+}
+
+impl Drop for MockVllm {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+struct Shared {
+    config: MockConfig,
+    started: Instant,
+    created: u64,
+    slots: Arc<Semaphore>,
+    stats: Stats,
+}
+
+/// Counters that tests and `/metrics` read.
+#[derive(Default)]
+struct Stats {
+    requests: AtomicU64,
+    running: AtomicU64,
+    waiting: AtomicU64,
+    completed: AtomicU64,
+    aborted: AtomicU64,
+    rejected: AtomicU64,
+    injected_errors: AtomicU64,
+    hangs: AtomicU64,
+    deaths: AtomicU64,
+    chunks: AtomicU64,
+    prompt_tokens: AtomicU64,
+    generation_tokens: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatsSnapshot {
+    /// Generation requests received (chat and completions).
+    pub requests: u64,
+    /// Requests holding a decode slot now.
+    pub running: u64,
+    /// Requests queued for a slot now.
+    pub waiting: u64,
+    pub completed: u64,
+    /// Generations stopped because the client went away.
+    pub aborted: u64,
+    /// Requests answered 4xx, or refused while booting.
+    pub rejected: u64,
+    pub injected_errors: u64,
+    pub hangs: u64,
+    pub deaths: u64,
+    /// SSE frames written.
+    pub chunks: u64,
+    pub prompt_tokens: u64,
+    pub generation_tokens: u64,
+}
+
+impl Stats {
+    fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.load(Relaxed),
+            running: self.running.load(Relaxed),
+            waiting: self.waiting.load(Relaxed),
+            completed: self.completed.load(Relaxed),
+            aborted: self.aborted.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            injected_errors: self.injected_errors.load(Relaxed),
+            hangs: self.hangs.load(Relaxed),
+            deaths: self.deaths.load(Relaxed),
+            chunks: self.chunks.load(Relaxed),
+            prompt_tokens: self.prompt_tokens.load(Relaxed),
+            generation_tokens: self.generation_tokens.load(Relaxed),
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    let exit = async {
+        match shared.config.exit_after_secs {
+            Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs)).await,
+            None => pending().await,
+        }
+    };
+    tokio::pin!(exit);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => {
+                    let _ = socket.set_nodelay(true);
+                    let shared = shared.clone();
+                    connections.spawn(async move {
+                        let service = service_fn(move |request| {
+                            let shared = shared.clone();
+                            async move { Ok::<_, Infallible>(route(shared, request).await) }
+                        });
+                        let _ = http1::Builder::new().serve_connection(TokioIo::new(socket), service).await;
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors, most likely: back off instead of spinning.
+                    tracing::warn!(%error, "mock-vllm: accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut exit => break,
+        }
+    }
+    // Dropping `connections` aborts every connection mid-flight, as a preemption would.
+}
+
+async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
+    let booting = shared.started.elapsed() < shared.config.boot();
+    let path = request.uri().path().to_string();
+    match (request.method().clone(), path.as_str()) {
+        (Method::GET, "/health") if booting => empty(StatusCode::SERVICE_UNAVAILABLE),
+        (Method::GET, "/health") => empty(StatusCode::OK),
+        (Method::GET, "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4", metrics(&shared)),
+        (_, "/v1/models" | "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") if booting => {
+            if path != "/v1/models" && path != "/v1/embeddings" {
+                shared.stats.requests.fetch_add(1, Relaxed);
+            }
+            shared.stats.rejected.fetch_add(1, Relaxed);
+            let rejection = Rejection {
+                status: 503,
+                kind: "ServiceUnavailableError",
+                message: "The server is still loading the model; try again later.".to_string(),
+            };
+            reject(&rejection)
+        }
+        (Method::GET, "/v1/models") => {
+            let config = &shared.config;
+            json(
+                StatusCode::OK,
+                &openai::models(&config.served_model_name, shared.created, config.max_model_len),
+            )
+        }
+        (Method::POST, "/v1/chat/completions") => generate(shared, request, Endpoint::Chat).await,
+        (Method::POST, "/v1/completions") => generate(shared, request, Endpoint::Completion).await,
+        (Method::POST, "/v1/embeddings") => match read_body(request).await {
+            Ok(body) => match openai::embeddings(&body, &shared.config.served_model_name, shared.created) {
+                Ok(answer) => json(StatusCode::OK, &answer),
+                Err(rejection) => reject(&rejection),
+            },
+            Err(rejection) => reject(&rejection),
+        },
+        (_, "/health" | "/metrics" | "/v1/models" | "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
+            json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &serde_json::json!({"detail": "Method Not Allowed"}),
+            )
+        }
+        _ => json(StatusCode::NOT_FOUND, &serde_json::json!({"detail": "Not Found"})),
+    }
+}
+
+async fn generate(shared: Arc<Shared>, request: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
+    let stats = &shared.stats;
+    let config = &shared.config;
+    let number = stats.requests.fetch_add(1, Relaxed);
+    let arrived = Instant::now();
+    let mut rng = StdRng::seed_from_u64(config.seed ^ number.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+
+    let generation = match read_body(request).await {
+        Ok(body) => openai::parse_generation(endpoint, &body, &config.served_model_name),
+        Err(rejection) => Err(rejection),
+    };
+    let generation = match generation.and_then(|g| fits_context(g, config)) {
+        Ok(generation) => generation,
+        Err(rejection) => {
+            stats.rejected.fetch_add(1, Relaxed);
+            return reject(&rejection);
+        }
+    };
+    if rng.random_bool(config.error_rate) {
+        stats.injected_errors.fetch_add(1, Relaxed);
+        let status = config.error_status;
+        let kind = if status == 503 {
+            "ServiceUnavailableError"
+        } else {
+            "InternalServerError"
+        };
+        return reject(&Rejection {
+            status,
+            kind,
+            message: "mock-vllm: injected fault".to_string(),
+        });
+    }
+    if rng.random_bool(config.hang_rate) {
+        stats.hangs.fetch_add(1, Relaxed);
+        pending::<()>().await;
+    }
+
+    stats.waiting.fetch_add(1, Relaxed);
+    let permit = shared
+        .slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the slot semaphore is never closed");
+    stats.waiting.fetch_sub(1, Relaxed);
+    stats.running.fetch_add(1, Relaxed);
+    stats
+        .prompt_tokens
+        .fetch_add(u64::from(generation.prompt_tokens), Relaxed);
+    let slot = Slot {
+        _permit: permit,
+        shared: shared.clone(),
+        finished: false,
+    };
+
+    let ids = ResponseIds {
+        id: format!(
+            "{}-{:032x}",
+            if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" },
+            rng.random::<u128>()
+        ),
+        created: shared.created,
+        model: config.served_model_name.clone(),
+        endpoint,
+    };
+    let total = generation.max_tokens.unwrap_or(config.default_max_tokens);
+    let first_token_at = Instant::now() + delay(config.ttft_ms, config, &mut rng);
+    if generation.stream {
+        let die_after = config.die_after_chunks.filter(|_| rng.random_bool(config.die_rate));
+        let state = StreamState {
+            slot,
+            ids,
+            rng,
+            generation,
+            total,
+            sent: 0,
+            next_at: first_token_at,
+            die_after,
+        };
+        let body = StreamBody::new(stream::unfold(state, next_frame));
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/event-stream; charset=utf-8")
+            .header("cache-control", "no-cache")
+            .body(BodyExt::boxed(body))
+            .expect("static headers are valid");
+    }
+
+    let mut slot = slot;
+    let mut done_at = first_token_at;
+    let mut text = String::new();
+    for i in 0..total {
+        if i > 0 {
+            done_at += delay(config.itl_ms, config, &mut rng);
+        }
+        text.push_str(token(&mut rng));
+    }
+    tokio::time::sleep_until(done_at.into()).await;
+    slot.finish(total);
+    let finish = finish_reason(&generation);
+    tracing::trace!(elapsed = ?arrived.elapsed(), "mock-vllm: answered");
+    json(
+        StatusCode::OK,
+        &ids.completion(&text, finish, generation.prompt_tokens, total),
+    )
+}
+
+fn fits_context(generation: Generation, config: &MockConfig) -> Result<Generation, Rejection> {
+    let completion = generation.max_tokens.unwrap_or(config.default_max_tokens);
+    let requested = u64::from(generation.prompt_tokens) + u64::from(completion);
+    if requested > u64::from(config.max_model_len) {
+        return Err(Rejection::bad_request(format!(
+            "This model's maximum context length is {} tokens. However, you requested {requested} tokens \
+             ({} in the messages, {completion} in the completion). Please reduce the length of the messages \
+             or completion.",
+            config.max_model_len, generation.prompt_tokens
+        )));
+    }
+    Ok(generation)
+}
+
+fn finish_reason(generation: &Generation) -> &'static str {
+    if generation.max_tokens.is_some() {
+        "length"
+    } else {
+        "stop"
+    }
+}
+
+/// Holds a decode slot; counts the generation as aborted if dropped unfinished
+/// (the client went away and hyper dropped the body).
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl Slot {
+    fn finish(&mut self, tokens: u32) {
+        self.finished = true;
+        self.shared.stats.completed.fetch_add(1, Relaxed);
+        self.shared
+            .stats
+            .generation_tokens
+            .fetch_add(u64::from(tokens), Relaxed);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.stats.running.fetch_sub(1, Relaxed);
+        if !self.finished {
+            self.shared.stats.aborted.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+struct StreamState {
+    slot: Slot,
+    ids: ResponseIds,
+    rng: StdRng,
+    generation: Generation,
+    total: u32,
+    sent: u32,
+    next_at: Instant,
+    die_after: Option<u32>,
+}
+
+/// The next SSE frame: one token per frame; the last also carries usage and `[DONE]`.
+async fn next_frame(mut state: StreamState) -> Option<(Result<Frame<Bytes>, io::Error>, StreamState)> {
+    if state.sent == state.total {
+        return None;
+    }
+    if state.die_after.is_some_and(|n| state.sent >= n) {
+        // Die when the next token was due, so the chunks already sent reach the client.
+        tokio::time::sleep_until(state.next_at.into()).await;
+        state.slot.finished = true;
+        state.slot.shared.stats.deaths.fetch_add(1, Relaxed);
+        state.total = state.sent;
+        return Some((Err(io::Error::other("mock-vllm: injected death mid-stream")), state));
+    }
+    tokio::time::sleep_until(state.next_at.into()).await;
+    state.sent += 1;
+    let last = state.sent == state.total;
+    let finish = last.then(|| finish_reason(&state.generation));
+    let text = token(&mut state.rng);
+    let mut frame = sse(&state.ids.chunk(text, state.sent == 1, finish));
+    if last {
+        if state.generation.include_usage {
+            frame.push_str(&sse(&state
+                .ids
+                .usage_chunk(state.generation.prompt_tokens, state.total)));
+        }
+        frame.push_str("data: [DONE]\n\n");
+        state.slot.finish(state.total);
+    } else {
+        let config = &state.slot.shared.config;
+        state.next_at += delay(config.itl_ms, config, &mut state.rng);
+    }
+    state.slot.shared.stats.chunks.fetch_add(1, Relaxed);
+    Some((Ok(Frame::data(Bytes::from(frame))), state))
+}
+
+fn sse(event: &Value) -> String {
+    format!("data: {event}\n\n")
+}
+
+/// A delay of `base_ms` spread by the configured jitter, never negative.
+fn delay(base_ms: f64, config: &MockConfig, rng: &mut StdRng) -> Duration {
+    let spread = config.jitter_ms;
+    let offset = if spread <= 0.0 {
+        0.0
+    } else {
+        match config.jitter {
+            Jitter::Uniform => rng.random_range(-spread..=spread),
+            Jitter::Normal => {
+                // Box–Muller: one standard normal sample from two uniforms.
+                let (u1, u2): (f64, f64) = (rng.random::<f64>().max(f64::MIN_POSITIVE), rng.random());
+                spread * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+            }
+        }
+    };
+    Duration::from_secs_f64((base_ms + offset).max(0.0) / 1000.0)
+}
+
+const VOCABULARY: &[&str] = &[
+    " the", " a", " model", " token", " spot", " GPU", " serves", " fast", " and", " cheap", " request", " hello",
+    " world", " stream", " of", " to", " in", " router", " replica", " cloud", ".", ",", " is", " it",
+];
+
+fn token(rng: &mut StdRng) -> &'static str {
+    VOCABULARY[rng.random_range(0..VOCABULARY.len())]
+}
+
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, Rejection> {
+    request
+        .into_body()
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|e| Rejection::bad_request(format!("could not read the request body: {e}")))
+}
+
+fn metrics(shared: &Shared) -> String {
+    let stats = shared.stats.snapshot();
+    let labels = format!("model_name=\"{}\",engine=\"0\"", shared.config.served_model_name);
+    let kv_usage = stats.running as f64 / f64::from(shared.config.max_num_seqs);
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {value}\n"
+        ));
+    };
+    metric(
+        "vllm:num_requests_running",
+        "gauge",
+        "Number of requests in model execution batches.",
+        stats.running.to_string(),
+    );
+    metric(
+        "vllm:num_requests_waiting",
+        "gauge",
+        "Number of requests waiting to be processed.",
+        stats.waiting.to_string(),
+    );
+    metric(
+        "vllm:kv_cache_usage_perc",
+        "gauge",
+        "KV-cache usage. 1 means 100 percent usage.",
+        format!("{kv_usage}"),
+    );
+    metric(
+        "vllm:request_success_total",
+        "counter",
+        "Count of successfully processed requests.",
+        stats.completed.to_string(),
+    );
+    metric(
+        "vllm:prompt_tokens_total",
+        "counter",
+        "Number of prefill tokens processed.",
+        stats.prompt_tokens.to_string(),
+    );
+    metric(
+        "vllm:generation_tokens_total",
+        "counter",
+        "Number of generation tokens processed.",
+        stats.generation_tokens.to_string(),
+    );
+    metric(
+        "mock_vllm_requests_total",
+        "counter",
+        "Generation requests received.",
+        stats.requests.to_string(),
+    );
+    metric(
+        "mock_vllm_aborted_total",
+        "counter",
+        "Generations stopped by a client disconnect.",
+        stats.aborted.to_string(),
+    );
+    metric(
+        "mock_vllm_injected_errors_total",
+        "counter",
+        "Requests answered with an injected error.",
+        stats.injected_errors.to_string(),
+    );
+    metric(
+        "mock_vllm_hangs_total",
+        "counter",
+        "Requests left hanging by fault injection.",
+        stats.hangs.to_string(),
+    );
+    metric(
+        "mock_vllm_deaths_total",
+        "counter",
+        "Streams killed mid-way by fault injection.",
+        stats.deaths.to_string(),
+    );
+    out
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    text(status, "text/plain", String::new())
+}
+
+fn text(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
+        .expect("static headers are valid")
+}
+
+fn json(status: StatusCode, value: &Value) -> Response<Body> {
+    text(status, "application/json", value.to_string())
+}
+
+fn reject(rejection: &Rejection) -> Response<Body> {
+    let status = StatusCode::from_u16(rejection.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(status, &openai::error_body(rejection))
+}
