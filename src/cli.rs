@@ -41,6 +41,10 @@ pub enum Command {
     Check(DeployArgs),
     /// Run the router (the proxy and, for deployments, the provisioner) in the foreground
     Router(RouterArgs),
+    /// Run the vLLM simulator: an OpenAI-compatible server with vLLM's timing and faults
+    MockVllm(tandemn_bench::cli::MockVllmArgs),
+    /// Load-test any OpenAI-compatible endpoint and report latency percentiles
+    Bench(tandemn_bench::cli::BenchArgs),
 }
 
 /// Every deploy setting can come from `--config`; flags given here win over the file.

@@ -22,7 +22,16 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Status(_) => not_available("status"),
         Command::Cost(_) => not_available("cost"),
         Command::Router(_) => not_available("router"),
+        Command::MockVllm(args) => tool(tandemn_bench::cli::mock_vllm(&args)),
+        Command::Bench(args) => tool(tandemn_bench::cli::bench(&args).map(|report| crate::output::print(&report))),
     }
+}
+
+fn tool(result: Result<(), tandemn_bench::cli::ToolError>) -> anyhow::Result<()> {
+    result.map_err(|error| match error {
+        tandemn_bench::cli::ToolError::Usage(message) => UsageError(message).into(),
+        failed @ tandemn_bench::cli::ToolError::Failed(_) => failed.into(),
+    })
 }
 
 /// 2 for usage and configuration errors, 1 for everything else.

@@ -414,3 +414,110 @@ fn deploy_help_lists_every_seed_flag_and_verbose_is_global() {
     sandbox.tandemn(&["show-gpus", "-v", "--gpu", "T4"]).assert().success();
     sandbox.tandemn(&["-v", "list"]).assert().success();
 }
+
+#[test]
+fn bench_and_mock_vllm_reject_bad_flags_with_usage_errors() {
+    let sandbox = Sandbox::new();
+    let url = ["bench", "--url", "http://127.0.0.1:9"];
+    sandbox.tandemn(&url).assert().code(2).stderr(contains("choose a load"));
+    sandbox
+        .tandemn(&["bench", "--url", "localhost:80", "--rate", "1"])
+        .assert()
+        .code(2)
+        .stderr(contains("http://"));
+    sandbox
+        .tandemn(&[&url[..], &["--rate", "0"]].concat())
+        .assert()
+        .code(2)
+        .stderr(contains("--rate"));
+    sandbox
+        .tandemn(&[&url[..], &["--profile", "day-cycle"]].concat())
+        .assert()
+        .code(2)
+        .stderr(contains("--duration"));
+    sandbox
+        .tandemn(&[&url[..], &["--concurrency", "2", "--rate", "3"]].concat())
+        .assert()
+        .code(2);
+    let trace = sandbox.write("trace.jsonl", "{\"timestamp\": 1}\n");
+    sandbox
+        .tandemn(&[&url[..], &["--trace", trace.to_str().unwrap()]].concat())
+        .assert()
+        .code(2)
+        .stderr(contains("trace.jsonl:1:"));
+    // Nothing listens on port 9: every request fails, so the run fails.
+    sandbox
+        .tandemn(&[&url[..], &["--concurrency", "1", "--requests", "2", "--model", "m"]].concat())
+        .assert()
+        .code(1)
+        .stderr(contains("all 2 requests failed").and(contains("connect 2")));
+
+    sandbox
+        .tandemn(&["mock-vllm", "--error-rate", "2"])
+        .assert()
+        .code(2)
+        .stderr(contains("error_rate"));
+    let profile = sandbox.write("mock.yaml", "ttft_ms: 5\nbogus: 1\n");
+    sandbox
+        .tandemn(&["mock-vllm", "--config", profile.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(contains("unknown field `bogus`"));
+}
+
+#[test]
+fn mock_vllm_and_bench_work_end_to_end_from_the_cli() {
+    let sandbox = Sandbox::new();
+    let mut mock = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandemn"))
+        .args([
+            "mock-vllm",
+            "--port",
+            "0",
+            "--ttft-ms",
+            "5",
+            "--itl-ms",
+            "1",
+            "--exit-after-secs",
+            "20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(mock.stdout.take().unwrap()),
+        &mut first_line,
+    )
+    .unwrap();
+    let url = first_line.split_whitespace().last().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{first_line}");
+
+    let out = stdout_of(&mut sandbox.tandemn(&[
+        "bench",
+        "--url",
+        &url,
+        "--concurrency",
+        "4",
+        "--requests",
+        "40",
+        "--osl",
+        "8",
+        "--isl",
+        "16",
+        "--json",
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["succeeded"], 40);
+    assert_eq!(report["output_tokens"], 320);
+    assert_eq!(report["itl_ms"]["count"], 40 * 7);
+}
+
+/// A child process that is killed and reaped however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

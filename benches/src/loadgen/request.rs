@@ -1,0 +1,187 @@
+//! One request and what the client saw of it: time to the first event, every gap
+//! between token events, total latency, output tokens and the serving backend.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Which OpenAI endpoint the load uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Api {
+    Chat,
+    Completions,
+}
+
+/// What one request produced.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Outcome {
+    pub ttft: Option<Duration>,
+    /// Gaps between consecutive token events, in microseconds.
+    pub gaps_us: Vec<u32>,
+    pub latency: Duration,
+    pub output_tokens: u64,
+    pub error: Option<String>,
+    pub backend: Option<String>,
+}
+
+/// The fixed parts of every request in a run.
+pub struct Target {
+    pub client: reqwest::Client,
+    pub url: String,
+    pub api_key: Option<String>,
+    pub model: String,
+    pub api: Api,
+    pub stream: bool,
+}
+
+impl Target {
+    pub fn body(&self, input_tokens: u32, output_tokens: u32) -> Value {
+        // About four characters per token, as the simulator and most tokenizers count.
+        let prompt = "word ".repeat(input_tokens.max(1) as usize);
+        let mut body = match self.api {
+            Api::Chat => json!({"model": self.model, "messages": [{"role": "user", "content": prompt}]}),
+            Api::Completions => json!({"model": self.model, "prompt": prompt}),
+        };
+        body["max_tokens"] = json!(output_tokens.max(1));
+        if self.stream {
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        body
+    }
+
+    pub async fn send(&self, input_tokens: u32, output_tokens: u32) -> Outcome {
+        let path = match self.api {
+            Api::Chat => "/v1/chat/completions",
+            Api::Completions => "/v1/completions",
+        };
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .json(&self.body(input_tokens, output_tokens));
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let started = Instant::now();
+        let mut outcome = Outcome::default();
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return failed(outcome, started, classify(&error)),
+        };
+        outcome.backend = response
+            .headers()
+            .get("x-tandemn-backend")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let status = response.status();
+        if !status.is_success() {
+            let _ = response.bytes().await;
+            return failed(outcome, started, format!("status_{}", status.as_u16()));
+        }
+        if self.stream {
+            read_stream(outcome, response, started).await
+        } else {
+            read_whole(outcome, response, started).await
+        }
+    }
+}
+
+fn failed(mut outcome: Outcome, started: Instant, kind: String) -> Outcome {
+    outcome.latency = started.elapsed();
+    outcome.error = Some(kind);
+    outcome
+}
+
+fn classify(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timeout".to_string()
+    } else if error.is_connect() {
+        "connect".to_string()
+    } else if error.is_body() || error.is_decode() {
+        "truncated".to_string()
+    } else {
+        "transport".to_string()
+    }
+}
+
+async fn read_whole(mut outcome: Outcome, response: reqwest::Response, started: Instant) -> Outcome {
+    match response.bytes().await {
+        Ok(body) => {
+            outcome.latency = started.elapsed();
+            let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            match answer["usage"]["completion_tokens"].as_u64() {
+                Some(tokens) => outcome.output_tokens = tokens,
+                None => outcome.error = Some("bad_body".to_string()),
+            }
+            outcome
+        }
+        Err(error) => failed(outcome, started, classify(&error)),
+    }
+}
+
+/// Reads SSE as it arrives. Each event is stamped with the time of the read that
+/// completed it, which is exactly when the client could have used it.
+async fn read_stream(mut outcome: Outcome, mut response: reqwest::Response, started: Instant) -> Outcome {
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut last_token: Option<Instant> = None;
+    let mut token_events = 0_u64;
+    let mut usage_tokens = None;
+    let mut done = false;
+    loop {
+        let bytes = match response.chunk().await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => break,
+            Err(error) => return failed(outcome, started, classify(&error)),
+        };
+        let now = Instant::now();
+        buffer.extend_from_slice(&bytes);
+        let mut consumed = 0;
+        while let Some(end) = find(&buffer[consumed..], b"\n\n") {
+            let event = &buffer[consumed..consumed + end];
+            consumed += end + 2;
+            let Some(data) = event.strip_prefix(b"data: ") else {
+                continue;
+            };
+            outcome.ttft.get_or_insert(now - started);
+            if data == b"[DONE]" {
+                done = true;
+                continue;
+            }
+            // Parse JSON only for the rare events that need it; token events are counted.
+            if contains(data, b"\"error\"") {
+                return failed(outcome, started, "stream_error".to_string());
+            }
+            if contains(data, b"\"usage\"") {
+                let parsed: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
+                if let Some(tokens) = parsed["usage"]["completion_tokens"].as_u64() {
+                    usage_tokens = Some(tokens);
+                }
+                if parsed["choices"].as_array().is_some_and(Vec::is_empty) {
+                    continue;
+                }
+            }
+            token_events += 1;
+            if let Some(previous) = last_token {
+                outcome
+                    .gaps_us
+                    .push(u32::try_from((now - previous).as_micros()).unwrap_or(u32::MAX));
+            }
+            last_token = Some(now);
+        }
+        buffer.drain(..consumed);
+    }
+    outcome.latency = started.elapsed();
+    outcome.output_tokens = usage_tokens.unwrap_or(token_events);
+    if !done {
+        outcome.error = Some("truncated".to_string());
+    }
+    outcome
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    find(haystack, needle).is_some()
+}
