@@ -468,27 +468,25 @@ fn bench_and_mock_vllm_reject_bad_flags_with_usage_errors() {
 #[test]
 fn mock_vllm_and_bench_work_end_to_end_from_the_cli() {
     let sandbox = Sandbox::new();
-    let mut mock = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandemn"))
-        .args([
-            "mock-vllm",
-            "--port",
-            "0",
-            "--ttft-ms",
-            "5",
-            "--itl-ms",
-            "1",
-            "--exit-after-secs",
-            "20",
-        ])
+    let args = [
+        "mock-vllm",
+        "--port",
+        "0",
+        "--ttft-ms",
+        "5",
+        "--itl-ms",
+        "1",
+        "--exit-after-secs",
+        "60",
+    ];
+    let binary = assert_cmd::cargo::cargo_bin("tandemn");
+    let child = std::process::Command::new(binary)
+        .args(args)
         .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first_line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(mock.stdout.take().unwrap()),
-        &mut first_line,
-    )
-    .unwrap();
+        .spawn();
+    let mut mock = KillOnDrop(child.unwrap());
+    let stdout = std::io::BufReader::new(mock.0.stdout.take().unwrap());
+    let first_line = std::io::BufRead::lines(stdout).next().unwrap().unwrap();
     let url = first_line.split_whitespace().last().unwrap().to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "{first_line}");
 
