@@ -113,11 +113,7 @@ impl DeployArgs {
         let texts = [
             ("model", "--model", &self.model),
             ("gpu", "--gpu", &self.gpu),
-            (
-                "serverless_provider",
-                "--serverless-provider",
-                &self.serverless_provider,
-            ),
+            ("serverless_provider", "--serverless-provider", &self.serverless_provider),
             ("spots_cloud", "--spots-cloud", &self.spots_cloud),
             ("region", "--region", &self.region),
             ("cold_start_mode", "--cold-start-mode", &self.cold_start_mode),

@@ -21,10 +21,7 @@ pub struct Table {
 
 impl Table {
     pub fn new<S: Into<String>>(headers: impl IntoIterator<Item = S>) -> Self {
-        Self {
-            headers: headers.into_iter().map(Into::into).collect(),
-            rows: Vec::new(),
-        }
+        Self { headers: headers.into_iter().map(Into::into).collect(), rows: Vec::new() }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -73,9 +70,6 @@ mod tests {
         let mut table = Table::new(["A", "LONG HEADER", "C"]);
         table.row(vec!["wide cell".into(), "x".into(), "".into()]);
         table.row(vec!["y".into()]);
-        assert_eq!(
-            table.render(),
-            "A          LONG HEADER  C\n-------------------------\nwide cell  x\ny\n"
-        );
+        assert_eq!(table.render(), "A          LONG HEADER  C\n-------------------------\nwide cell  x\ny\n");
     }
 }

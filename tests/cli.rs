@@ -18,9 +18,7 @@ struct Sandbox {
 
 impl Sandbox {
     fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Self { dir: tempfile::tempdir().unwrap() }
     }
 
     fn home(&self) -> PathBuf {
@@ -33,14 +31,8 @@ impl Sandbox {
 
     fn tandemn(&self, args: &[&str]) -> Command {
         let mut command = Command::cargo_bin("tandemn").unwrap();
-        command
-            .args(args)
-            .env_clear()
-            .env("HOME", self.home())
-            .env("TANDEMN_HOME", self.state());
-        command
-            .env("PATH", self.dir.path().join("bin"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        command.args(args).env_clear().env("HOME", self.home()).env("TANDEMN_HOME", self.state());
+        command.env("PATH", self.dir.path().join("bin")).current_dir(env!("CARGO_MANIFEST_DIR"));
         command
     }
 
@@ -60,29 +52,13 @@ fn show_gpus_lists_every_priced_gpu_with_spot_savings() {
     let sandbox = Sandbox::new();
     let out = stdout_of(&mut sandbox.tandemn(&["show-gpus"]));
     let header = out.lines().next().unwrap();
-    for column in [
-        "GPU",
-        "VRAM",
-        "MODAL",
-        "RUNPOD",
-        "CLOUDRUN",
-        "AWS SPOT",
-        "AWS ON-DEMAND",
-        "SPOT SAVINGS",
-    ] {
+    for column in ["GPU", "VRAM", "MODAL", "RUNPOD", "CLOUDRUN", "AWS SPOT", "AWS ON-DEMAND", "SPOT SAVINGS"] {
         assert!(header.contains(column), "missing column {column}: {header}");
     }
     let l4 = out.lines().find(|l| l.starts_with("L4 ")).unwrap();
-    assert!(
-        l4.contains("$0.68/hr*") && l4.contains("$0.26/hr") && l4.contains("62% cheaper"),
-        "{l4}"
-    );
+    assert!(l4.contains("$0.68/hr*") && l4.contains("$0.26/hr") && l4.contains("62% cheaper"), "{l4}");
     for gpu in &Catalog::embedded().gpus {
-        assert!(
-            out.lines().any(|l| l.starts_with(&format!("{} ", gpu.name))),
-            "{} missing",
-            gpu.name
-        );
+        assert!(out.lines().any(|l| l.starts_with(&format!("{} ", gpu.name))), "{} missing", gpu.name);
     }
 }
 
@@ -90,18 +66,10 @@ fn show_gpus_lists_every_priced_gpu_with_spot_savings() {
 fn show_gpus_detail_json_and_filters() {
     let sandbox = Sandbox::new();
     let out = stdout_of(&mut sandbox.tandemn(&["show-gpus", "--gpu", "a100"]));
-    assert!(
-        out.contains("GPU:      A100_80GB") && out.contains("Cheapest serverless: modal at $2.50/hr"),
-        "{out}"
-    );
+    assert!(out.contains("GPU:      A100_80GB") && out.contains("Cheapest serverless: modal at $2.50/hr"), "{out}");
 
-    let json: serde_json::Value = serde_json::from_str(&stdout_of(&mut sandbox.tandemn(&[
-        "show-gpus",
-        "--gpu",
-        "L4",
-        "--json",
-    ])))
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout_of(&mut sandbox.tandemn(&["show-gpus", "--gpu", "L4", "--json"]))).unwrap();
     assert_eq!(json["gpu"], "L4");
     assert_eq!(json["cheapest_serverless"], "runpod");
     assert_eq!(json["serverless"].as_array().unwrap().len(), 3);
@@ -110,29 +78,12 @@ fn show_gpus_detail_json_and_filters() {
 
     let out = stdout_of(&mut sandbox.tandemn(&["show-gpus", "--provider", "cloudrun"]));
     let header = out.lines().next().unwrap();
-    assert!(
-        header.contains("CLOUDRUN") && !header.contains("MODAL") && !header.contains("AWS"),
-        "{header}"
-    );
-    assert_eq!(
-        out.lines().filter(|l| l.contains("/hr")).count(),
-        1,
-        "only L4 is on Cloud Run: {out}"
-    );
+    assert!(header.contains("CLOUDRUN") && !header.contains("MODAL") && !header.contains("AWS"), "{header}");
+    assert_eq!(out.lines().filter(|l| l.contains("/hr")).count(), 1, "only L4 is on Cloud Run: {out}");
 
-    let all: serde_json::Value = serde_json::from_str(&stdout_of(&mut sandbox.tandemn(&[
-        "show-gpus",
-        "--json",
-        "--provider",
-        "aws",
-    ])))
-    .unwrap();
-    assert!(
-        all.as_array()
-            .unwrap()
-            .iter()
-            .all(|g| g["serverless"].as_array().unwrap().is_empty())
-    );
+    let all: serde_json::Value =
+        serde_json::from_str(&stdout_of(&mut sandbox.tandemn(&["show-gpus", "--json", "--provider", "aws"]))).unwrap();
+    assert!(all.as_array().unwrap().iter().all(|g| g["serverless"].as_array().unwrap().is_empty()));
 
     sandbox
         .tandemn(&["show-gpus", "--gpu", "L5"])
@@ -153,53 +104,29 @@ fn seed(state: &Path, name: &str, gpu: &str, status: DeploymentStatus) {
         Override::text("model", "--model", "Qwen/Qwen3-0.6B"),
         Override::text("gpu", "--gpu", gpu),
     ];
-    let spec = Sources {
-        overrides,
-        ..Sources::default()
-    }
-    .load(Catalog::embedded())
-    .unwrap();
+    let spec = Sources { overrides, ..Sources::default() }.load(Catalog::embedded()).unwrap();
     store.save_deployment(&spec, status).unwrap();
 }
 
 #[test]
 fn list_reads_the_state_store() {
     let sandbox = Sandbox::new();
-    sandbox
-        .tandemn(&["list"])
-        .assert()
-        .success()
-        .stdout(contains("No deployments found."));
+    sandbox.tandemn(&["list"]).assert().success().stdout(contains("No deployments found."));
     seed(&sandbox.state(), "alpha", "L4", DeploymentStatus::Active);
     seed(&sandbox.state(), "beta", "H100", DeploymentStatus::Destroyed);
 
     let out = stdout_of(&mut sandbox.tandemn(&["list"]));
     assert!(out.starts_with("SERVICE NAME"), "{out}");
     let alpha = out.lines().find(|l| l.starts_with("alpha")).unwrap();
-    assert!(
-        alpha.contains("active") && alpha.contains("Qwen/Qwen3-0.6B") && alpha.contains("runpod"),
-        "{alpha}"
-    );
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("beta") && l.contains("destroyed") && l.contains("modal"))
-    );
+    assert!(alpha.contains("active") && alpha.contains("Qwen/Qwen3-0.6B") && alpha.contains("runpod"), "{alpha}");
+    assert!(out.lines().any(|l| l.starts_with("beta") && l.contains("destroyed") && l.contains("modal")));
 
     let active = stdout_of(&mut sandbox.tandemn(&["list", "--status", "active"]));
     assert!(active.contains("alpha") && !active.contains("beta"), "{active}");
-    sandbox
-        .tandemn(&["list", "--status", "failed"])
-        .assert()
-        .success()
-        .stdout(contains("No failed deployments"));
+    sandbox.tandemn(&["list", "--status", "failed"]).assert().success().stdout(contains("No failed deployments"));
 
     let json: serde_json::Value = serde_json::from_str(&stdout_of(&mut sandbox.tandemn(&["list", "--json"]))).unwrap();
-    let names: Vec<&str> = json
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["service_name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = json.as_array().unwrap().iter().map(|d| d["service_name"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 2);
     assert!(json[0]["created_at"].as_str().unwrap().ends_with('Z'));
 
@@ -209,14 +136,9 @@ fn list_reads_the_state_store() {
 #[test]
 fn check_reports_every_problem_with_its_location() {
     let sandbox = Sandbox::new();
-    let file = sandbox.write(
-        "bad.yaml",
-        "model: m\ngpu: L5\nscaling:\n  spot:\n    target_qp: 3\n    min_replicas: -1\n",
-    );
-    let assert = sandbox
-        .tandemn(&["check", "--config", file.to_str().unwrap(), "--concurrency", "0"])
-        .assert()
-        .code(2);
+    let file =
+        sandbox.write("bad.yaml", "model: m\ngpu: L5\nscaling:\n  spot:\n    target_qp: 3\n    min_replicas: -1\n");
+    let assert = sandbox.tandemn(&["check", "--config", file.to_str().unwrap(), "--concurrency", "0"]).assert().code(2);
     let out = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
     assert!(out.contains("Configuration: 4 problems"), "{out}");
     for expected in [
@@ -227,49 +149,25 @@ fn check_reports_every_problem_with_its_location() {
     ] {
         assert!(out.contains(expected), "missing {expected:?} in {out}");
     }
-    assert!(
-        out.contains("Provider setup:"),
-        "credentials are reported even for a bad config"
-    );
+    assert!(out.contains("Provider setup:"), "credentials are reported even for a bad config");
 }
 
 #[test]
 fn check_reports_credentials_without_echoing_secrets() {
     let sandbox = Sandbox::new();
     let assert = sandbox
-        .tandemn(&[
-            "check",
-            "--model",
-            "m",
-            "--gpu",
-            "L4",
-            "--serverless-provider",
-            "runpod",
-        ])
+        .tandemn(&["check", "--model", "m", "--gpu", "L4", "--serverless-provider", "runpod"])
         .env("RUNPOD_API_KEY", "rp-VERY-SECRET")
         .assert()
         .code(1)
         .stderr(contains("needs credentials that are missing: skypilot"));
     let out = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
-    assert!(
-        out.contains("[ok     ] runpod    RUNPOD_API_KEY is set (needed by this deployment)"),
-        "{out}"
-    );
-    assert!(
-        out.contains("[missing] skypilot") && out.contains("fix: install SkyPilot"),
-        "{out}"
-    );
+    assert!(out.contains("[ok     ] runpod    RUNPOD_API_KEY is set (needed by this deployment)"), "{out}");
+    assert!(out.contains("[missing] skypilot") && out.contains("fix: install SkyPilot"), "{out}");
     assert!(!out.contains("VERY-SECRET"), "the key leaked: {out}");
 
-    sandbox
-        .tandemn(&["check", "--config", "examples/local.yaml"])
-        .assert()
-        .success();
-    sandbox
-        .tandemn(&["check"])
-        .assert()
-        .success()
-        .stdout(contains("Configuration: none given"));
+    sandbox.tandemn(&["check", "--config", "examples/local.yaml"]).assert().success();
+    sandbox.tandemn(&["check"]).assert().success().stdout(contains("Configuration: none given"));
 }
 
 #[test]
@@ -286,11 +184,7 @@ fn every_example_config_validates() {
             vec!["deploy", "--config", path]
         };
         // Validation passes; only launching is not available yet.
-        sandbox
-            .tandemn(&args)
-            .assert()
-            .code(2)
-            .stderr(contains("the configuration above is valid"));
+        sandbox.tandemn(&args).assert().code(2).stderr(contains("the configuration above is valid"));
         checked += 1;
     }
     assert!(checked >= 3);
@@ -300,35 +194,14 @@ fn every_example_config_validates() {
 fn deploy_validates_then_says_it_is_not_available() {
     let sandbox = Sandbox::new();
     sandbox
-        .tandemn(&[
-            "deploy",
-            "--model",
-            "Qwen/Qwen3-0.6B",
-            "--gpu",
-            "L4",
-            "--no-scale-to-zero",
-        ])
+        .tandemn(&["deploy", "--model", "Qwen/Qwen3-0.6B", "--gpu", "L4", "--no-scale-to-zero"])
         .assert()
         .code(2)
-        .stdout(
-            contains("spot 1..8 replicas")
-                .and(contains("idle 300 s"))
-                .and(contains("(generated")),
-        )
+        .stdout(contains("spot 1..8 replicas").and(contains("idle 300 s")).and(contains("(generated")))
         .stderr(contains("not available yet"));
-    sandbox
-        .tandemn(&["deploy", "--gpu", "L4"])
-        .assert()
-        .code(2)
-        .stderr(contains("`model`: is required"));
-    sandbox
-        .tandemn(&["deploy", "--model", "m", "--gpu", "L4", "--tp-size", "-1"])
-        .assert()
-        .code(2);
-    assert!(
-        !sandbox.state().join("state.db").exists(),
-        "a rejected deploy records nothing"
-    );
+    sandbox.tandemn(&["deploy", "--gpu", "L4"]).assert().code(2).stderr(contains("`model`: is required"));
+    sandbox.tandemn(&["deploy", "--model", "m", "--gpu", "L4", "--tp-size", "-1"]).assert().code(2);
+    assert!(!sandbox.state().join("state.db").exists(), "a rejected deploy records nothing");
 }
 
 #[test]
@@ -341,23 +214,11 @@ fn unfinished_commands_exit_2_without_faking_output() {
         &["cost", "--service-name", "x"],
         &["router"],
     ] {
-        sandbox
-            .tandemn(args)
-            .assert()
-            .code(2)
-            .stdout("")
-            .stderr(contains("not available yet"));
+        sandbox.tandemn(args).assert().code(2).stdout("").stderr(contains("not available yet"));
     }
     sandbox.tandemn(&["destroy"]).assert().code(2);
-    sandbox
-        .tandemn(&["destroy", "--all", "--service-name", "x"])
-        .assert()
-        .code(2);
-    sandbox
-        .tandemn(&["status"])
-        .assert()
-        .code(2)
-        .stderr(contains("--service-name"));
+    sandbox.tandemn(&["destroy", "--all", "--service-name", "x"]).assert().code(2);
+    sandbox.tandemn(&["status"]).assert().code(2).stderr(contains("--service-name"));
     sandbox.tandemn(&[]).assert().code(2);
 }
 
@@ -389,26 +250,11 @@ fn deploy_help_lists_every_seed_flag_and_verbose_is_global() {
     ] {
         assert!(help.contains(flag), "deploy --help lacks {flag}");
     }
-    for default in [
-        "[default: 1]",
-        "[default: aws]",
-        "[default: 4096]",
-        "[default: fast_boot]",
-        "cheapest for GPU",
-    ] {
+    for default in ["[default: 1]", "[default: aws]", "[default: 4096]", "[default: fast_boot]", "cheapest for GPU"] {
         assert!(help.contains(default), "deploy --help lacks {default}");
     }
     let top = stdout_of(&mut sandbox.tandemn(&["--help"]));
-    for command in [
-        "deploy",
-        "destroy",
-        "status",
-        "cost",
-        "list",
-        "show-gpus",
-        "check",
-        "router",
-    ] {
+    for command in ["deploy", "destroy", "status", "cost", "list", "show-gpus", "check", "router"] {
         assert!(top.contains(command), "--help lacks {command}");
     }
     sandbox.tandemn(&["show-gpus", "-v", "--gpu", "T4"]).assert().success();
@@ -420,25 +266,10 @@ fn bench_and_mock_vllm_reject_bad_flags_with_usage_errors() {
     let sandbox = Sandbox::new();
     let url = ["bench", "--url", "http://127.0.0.1:9"];
     sandbox.tandemn(&url).assert().code(2).stderr(contains("choose a load"));
-    sandbox
-        .tandemn(&["bench", "--url", "localhost:80", "--rate", "1"])
-        .assert()
-        .code(2)
-        .stderr(contains("http://"));
-    sandbox
-        .tandemn(&[&url[..], &["--rate", "0"]].concat())
-        .assert()
-        .code(2)
-        .stderr(contains("--rate"));
-    sandbox
-        .tandemn(&[&url[..], &["--profile", "day-cycle"]].concat())
-        .assert()
-        .code(2)
-        .stderr(contains("--duration"));
-    sandbox
-        .tandemn(&[&url[..], &["--concurrency", "2", "--rate", "3"]].concat())
-        .assert()
-        .code(2);
+    sandbox.tandemn(&["bench", "--url", "localhost:80", "--rate", "1"]).assert().code(2).stderr(contains("http://"));
+    sandbox.tandemn(&[&url[..], &["--rate", "0"]].concat()).assert().code(2).stderr(contains("--rate"));
+    sandbox.tandemn(&[&url[..], &["--profile", "day-cycle"]].concat()).assert().code(2).stderr(contains("--duration"));
+    sandbox.tandemn(&[&url[..], &["--concurrency", "2", "--rate", "3"]].concat()).assert().code(2);
     let trace = sandbox.write("trace.jsonl", "{\"timestamp\": 1}\n");
     sandbox
         .tandemn(&[&url[..], &["--trace", trace.to_str().unwrap()]].concat())
@@ -452,11 +283,7 @@ fn bench_and_mock_vllm_reject_bad_flags_with_usage_errors() {
         .code(1)
         .stderr(contains("all 2 requests failed").and(contains("connect 2")));
 
-    sandbox
-        .tandemn(&["mock-vllm", "--error-rate", "2"])
-        .assert()
-        .code(2)
-        .stderr(contains("error_rate"));
+    sandbox.tandemn(&["mock-vllm", "--error-rate", "2"]).assert().code(2).stderr(contains("error_rate"));
     let profile = sandbox.write("mock.yaml", "ttft_ms: 5\nbogus: 1\n");
     sandbox
         .tandemn(&["mock-vllm", "--config", profile.to_str().unwrap()])
@@ -468,22 +295,9 @@ fn bench_and_mock_vllm_reject_bad_flags_with_usage_errors() {
 #[test]
 fn mock_vllm_and_bench_work_end_to_end_from_the_cli() {
     let sandbox = Sandbox::new();
-    let args = [
-        "mock-vllm",
-        "--port",
-        "0",
-        "--ttft-ms",
-        "5",
-        "--itl-ms",
-        "1",
-        "--exit-after-secs",
-        "60",
-    ];
+    let args = ["mock-vllm", "--port", "0", "--ttft-ms", "5", "--itl-ms", "1", "--exit-after-secs", "60"];
     let binary = assert_cmd::cargo::cargo_bin("tandemn");
-    let child = std::process::Command::new(binary)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .spawn();
+    let child = std::process::Command::new(binary).args(args).stdout(std::process::Stdio::piped()).spawn();
     let mut mock = KillOnDrop(child.unwrap());
     let stdout = std::io::BufReader::new(mock.0.stdout.take().unwrap());
     let first_line = std::io::BufRead::lines(stdout).next().unwrap().unwrap();

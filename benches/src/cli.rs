@@ -95,16 +95,7 @@ impl MockVllmArgs {
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(value) = self.$field.clone() { config.$field = value; })* };
         }
-        set!(
-            served_model_name,
-            ttft_ms,
-            itl_ms,
-            jitter_ms,
-            jitter,
-            default_max_tokens,
-            max_model_len,
-            max_num_seqs
-        );
+        set!(served_model_name, ttft_ms, itl_ms, jitter_ms, jitter, default_max_tokens, max_model_len, max_num_seqs);
         set!(boot_secs, error_rate, error_status, hang_rate, die_rate, seed);
         if self.die_after_chunks.is_some() {
             config.die_after_chunks = self.die_after_chunks;
@@ -215,9 +206,7 @@ impl BenchArgs {
         };
         if let Some(path) = &self.trace {
             let trace = Trace::read(path).map_err(ToolError::Usage)?;
-            return Ok(Load::Open {
-                trace: limit(trace.time_scaled(self.time_scale), self.requests),
-            });
+            return Ok(Load::Open { trace: limit(trace.time_scaled(self.time_scale), self.requests) });
         }
         match (self.concurrency, self.rate, self.profile) {
             (Some(users), None, profile) => {
@@ -225,34 +214,17 @@ impl BenchArgs {
                     return usage("--profile spreads over --duration; give --duration too");
                 }
                 let duration = duration.map(|d| d.div_f64(self.time_scale));
-                Ok(Load::Closed {
-                    users,
-                    profile,
-                    duration,
-                    requests: self.requests,
-                    isl: self.isl,
-                    osl: self.osl,
-                })
+                Ok(Load::Closed { users, profile, duration, requests: self.requests, isl: self.isl, osl: self.osl })
             }
             (None, rate, Some(profile)) => {
                 let Some(duration) = duration.filter(|_| self.duration.is_some()) else {
                     return usage("--profile spreads over --duration; give --duration");
                 };
                 let trace = Trace::from_profile(profile, duration, rate, self.isl, self.osl, self.seed);
-                Ok(Load::Open {
-                    trace: limit(trace.time_scaled(self.time_scale), self.requests),
-                })
+                Ok(Load::Open { trace: limit(trace.time_scaled(self.time_scale), self.requests) })
             }
             (None, Some(rate), None) => {
-                let trace = Trace::at_rate(
-                    rate,
-                    self.arrival,
-                    duration,
-                    self.requests,
-                    self.isl,
-                    self.osl,
-                    self.seed,
-                );
+                let trace = Trace::at_rate(rate, self.arrival, duration, self.requests, self.isl, self.osl, self.seed);
                 Ok(Load::Open { trace })
             }
             _ => usage(
@@ -275,9 +247,7 @@ pub fn bench(args: &BenchArgs) -> Result<String, ToolError> {
     let load = args.load()?;
     let url = args.url.trim_end_matches('/').to_string();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(ToolError::Usage(format!(
-            "--url must start with http:// or https://, got `{url}`"
-        )));
+        return Err(ToolError::Usage(format!("--url must start with http:// or https://, got `{url}`")));
     }
     raise_file_limit();
     runtime(args.threads)?.block_on(async {
@@ -292,25 +262,14 @@ pub fn bench(args: &BenchArgs) -> Result<String, ToolError> {
             None => first_model(&client, &url, args.api_key.as_deref()).await?,
         };
         let stream = !args.no_stream;
-        let target = Target {
-            client,
-            url,
-            api_key: args.api_key.clone(),
-            model,
-            api: args.api,
-            stream,
-        };
+        let target = Target { client, url, api_key: args.api_key.clone(), model, api: args.api, stream };
         let report = loadgen::run(target, load, !args.json).await;
         let json = serde_json::to_string_pretty(&report).expect("a report always serializes");
         if let Some(path) = &args.out {
             std::fs::write(path, &json).map_err(|e| ToolError::Failed(format!("{}: {e}", path.display())))?;
         }
         if report.requests > 0 && report.succeeded == 0 {
-            return Err(ToolError::Failed(format!(
-                "all {} requests failed:\n{}",
-                report.requests,
-                report.table()
-            )));
+            return Err(ToolError::Failed(format!("all {} requests failed:\n{}", report.requests, report.table())));
         }
         Ok(if args.json { json + "\n" } else { report.table() })
     })
@@ -327,10 +286,7 @@ async fn first_model(client: &reqwest::Client, url: &str, api_key: Option<&str>)
         return Err(failed(format!("status {}", response.status())));
     }
     let models: serde_json::Value = response.json().await.map_err(|e| failed(e.to_string()))?;
-    models["data"][0]["id"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| failed("no models listed".to_string()))
+    models["data"][0]["id"].as_str().map(str::to_string).ok_or_else(|| failed("no models listed".to_string()))
 }
 
 /// A status line on stdout, flushed at once so a parent process can read the address.
@@ -345,10 +301,7 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, ToolError> {
     let built = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     };
     built.map_err(|e| ToolError::Failed(format!("cannot start the runtime: {e}")))
 }
@@ -363,13 +316,9 @@ fn raise_file_limit() {
 /// `250ms`, `30s`, `5m`, `2h` or bare seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 30s, 5m or 1h"))?;
+    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 30s, 5m or 1h"))?;
     let secs = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,

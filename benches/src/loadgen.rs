@@ -36,14 +36,8 @@ pub enum Load {
 impl Load {
     pub fn describe(&self) -> String {
         match self {
-            Load::Closed {
-                users, profile: None, ..
-            } => format!("closed loop, {users} users"),
-            Load::Closed {
-                users,
-                profile: Some(p),
-                ..
-            } => format!("closed loop, up to {users} users, {p:?} profile"),
+            Load::Closed { users, profile: None, .. } => format!("closed loop, {users} users"),
+            Load::Closed { users, profile: Some(p), .. } => format!("closed loop, up to {users} users, {p:?} profile"),
             Load::Open { trace } => {
                 let span = trace.span().as_secs_f64().max(f64::EPSILON);
                 format!("open loop, {} requests over {span:.1} s", trace.entries.len())
@@ -79,43 +73,41 @@ impl Recorder {
 /// when stderr is a terminal.
 pub async fn run(target: Target, load: Load, show_progress: bool) -> Report {
     let target = Arc::new(target);
-    let recorder = Arc::new(Recorder {
-        outcomes: Mutex::new(Vec::new()),
-        progress: Progress::default(),
-    });
+    let recorder = Arc::new(Recorder { outcomes: Mutex::new(Vec::new()), progress: Progress::default() });
     let started = Instant::now();
+    let cpu_at_start = process_cpu();
     let ticker = (show_progress && std::io::stderr().is_terminal())
         .then(|| tokio::spawn(progress_line(recorder.clone(), started)));
     let mode = load.describe();
     match load {
-        Load::Closed {
-            users,
-            profile,
-            duration,
-            requests,
-            isl,
-            osl,
-        } => {
-            let plan = ClosedLoop {
-                users,
-                profile,
-                deadline: duration.map(|d| started + d),
-                started,
-                duration,
-                isl,
-                osl,
-            };
+        Load::Closed { users, profile, duration, requests, isl, osl } => {
+            let plan =
+                ClosedLoop { users, profile, deadline: duration.map(|d| started + d), started, duration, isl, osl };
             closed_loop(&target, &recorder, plan, requests).await;
         }
         Load::Open { trace } => open_loop(&target, &recorder, trace, started).await,
     }
     let elapsed = started.elapsed();
+    let cpu = process_cpu().zip(cpu_at_start).map(|(end, start)| end.saturating_sub(start));
     if let Some(ticker) = ticker {
         ticker.abort();
         eprintln!();
     }
     let outcomes = std::mem::take(&mut *recorder.outcomes.lock().expect("no recorder holder panics"));
-    summarize(&target, mode, elapsed, outcomes)
+    let mut report = summarize(&target, mode, elapsed, outcomes);
+    report.client_cpu_percent = cpu.map(|cpu| cpu.as_secs_f64() * 100.0 / elapsed.as_secs_f64().max(f64::EPSILON));
+    report
+}
+
+/// CPU time this process has used (user plus system), from `/proc/self/stat` on Linux.
+/// It tells whether the load generator itself was busy enough to distort timings.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name start at field 3 (state); utime and
+    // stime are fields 14 and 15, in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 struct ClosedLoop {
@@ -232,5 +224,6 @@ fn summarize(target: &Target, mode: String, elapsed: Duration, outcomes: Vec<Out
         latency_ms: Summary::of(latency),
         backends,
         tiers,
+        client_cpu_percent: None,
     }
 }

@@ -12,53 +12,27 @@ use tandemn_bench::mock_vllm::{MockConfig, MockVllm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn target(url: String, stream: bool) -> Target {
-    Target {
-        client: reqwest::Client::new(),
-        url,
-        api_key: None,
-        model: "mock-model".into(),
-        api: Api::Chat,
-        stream,
-    }
+    Target { client: reqwest::Client::new(), url, api_key: None, model: "mock-model".into(), api: Api::Chat, stream }
 }
 
 fn closed(users: u32, requests: u64, osl: u32) -> Load {
-    Load::Closed {
-        users,
-        profile: None,
-        duration: None,
-        requests: Some(requests),
-        isl: 32,
-        osl,
-    }
+    Load::Closed { users, profile: None, duration: None, requests: Some(requests), isl: 32, osl }
 }
 
 #[tokio::test]
 async fn closed_loop_counts_requests_tokens_and_gaps() {
-    let mock = MockVllm::start(MockConfig {
-        ttft_ms: 20.0,
-        itl_ms: 2.0,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = MockVllm::start(MockConfig { ttft_ms: 20.0, itl_ms: 2.0, ..MockConfig::default() }).await.unwrap();
     let report = run(target(mock.url(), true), closed(4, 20, 8), false).await;
     assert_eq!((report.requests, report.succeeded, report.failed), (20, 20, 0));
     assert_eq!(report.output_tokens, 160);
     assert_eq!(report.ttft_ms.count, 20);
-    assert_eq!(
-        report.itl_ms.count,
-        20 * 7,
-        "one gap between each pair of the 8 token events"
-    );
-    assert!(
-        report.ttft_ms.p50 >= 20.0,
-        "the first token cannot beat the configured TTFT: {:?}",
-        report.ttft_ms
-    );
+    assert_eq!(report.itl_ms.count, 20 * 7, "one gap between each pair of the 8 token events");
+    assert!(report.ttft_ms.p50 >= 20.0, "the first token cannot beat the configured TTFT: {:?}", report.ttft_ms);
     assert!(report.latency_ms.p50 >= report.ttft_ms.p50);
     assert_eq!(mock.stats().requests, 20);
     assert!(report.tiers.is_empty(), "mock-vllm sets no backend header");
+    let cpu = report.client_cpu_percent.expect("Linux reports the process's CPU time");
+    assert!((0.0..=400.0).contains(&cpu), "{cpu}");
 
     let whole = run(target(mock.url(), false), closed(2, 6, 5), false).await;
     assert_eq!((whole.succeeded, whole.output_tokens, whole.ttft_ms.count), (6, 30, 0));
@@ -66,66 +40,33 @@ async fn closed_loop_counts_requests_tokens_and_gaps() {
 
 #[tokio::test]
 async fn open_loop_sends_every_planned_request() {
-    let mock = MockVllm::start(MockConfig {
-        ttft_ms: 1.0,
-        itl_ms: 1.0,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = MockVllm::start(MockConfig { ttft_ms: 1.0, itl_ms: 1.0, ..MockConfig::default() }).await.unwrap();
     let trace = Trace::at_rate(200.0, Arrival::Constant, None, Some(40), 16, 4, 1);
     let report = run(target(mock.url(), true), Load::Open { trace }, false).await;
     assert_eq!((report.requests, report.succeeded), (40, 40));
     assert_eq!(report.output_tokens, 160);
-    assert!(
-        report.duration_secs >= 0.195,
-        "40 arrivals 5 ms apart span 195 ms: {}",
-        report.duration_secs
-    );
+    assert!(report.duration_secs >= 0.195, "40 arrivals 5 ms apart span 195 ms: {}", report.duration_secs);
 }
 
 #[tokio::test]
 async fn failures_are_counted_by_kind() {
-    let erroring = MockVllm::start(MockConfig {
-        error_rate: 1.0,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let erroring = MockVllm::start(MockConfig { error_rate: 1.0, ..MockConfig::default() }).await.unwrap();
     let report = run(target(erroring.url(), true), closed(2, 5, 4), false).await;
     assert_eq!(report.failed, 5);
     assert_eq!(report.errors.get("status_500"), Some(&5));
 
-    let dying = MockConfig {
-        die_after_chunks: Some(2),
-        ttft_ms: 1.0,
-        itl_ms: 10.0,
-        ..MockConfig::default()
-    };
+    let dying = MockConfig { die_after_chunks: Some(2), ttft_ms: 1.0, itl_ms: 10.0, ..MockConfig::default() };
     let dying = MockVllm::start(dying).await.unwrap();
     let report = run(target(dying.url(), true), closed(1, 3, 10), false).await;
     assert_eq!(report.errors.get("truncated"), Some(&3), "{:?}", report.errors);
 
     let url = { MockVllm::start(MockConfig::default()).await.unwrap().url() };
     let report = run(target(url, true), closed(1, 2, 4), false).await;
-    assert_eq!(
-        report.errors.get("connect"),
-        Some(&2),
-        "nothing listens any more: {:?}",
-        report.errors
-    );
+    assert_eq!(report.errors.get("connect"), Some(&2), "nothing listens any more: {:?}", report.errors);
 
-    let hanging = MockVllm::start(MockConfig {
-        hang_rate: 1.0,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let hanging = MockVllm::start(MockConfig { hang_rate: 1.0, ..MockConfig::default() }).await.unwrap();
     let mut slow = target(hanging.url(), true);
-    slow.client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
+    slow.client = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
     let report = run(slow, closed(1, 1, 4), false).await;
     assert_eq!(report.errors.get("timeout"), Some(&1));
 }
@@ -149,11 +90,7 @@ async fn scripted_server(backends: &'static [&'static str], body: &'static str) 
                 if let Some(split) = text.find("\r\n\r\n") {
                     let length: usize = text
                         .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length: ")
-                                .map(str::to_string)
-                        })
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_string))
                         .map_or(0, |v| v.trim().parse().unwrap());
                     if request.len() >= split + 4 + length {
                         break;
@@ -182,11 +119,7 @@ async fn backend_headers_give_the_routing_split() {
     assert_eq!(report.tiers.get("spot"), Some(&6));
     assert_eq!(report.tiers.get("serverless"), Some(&2));
     assert_eq!(report.backends.get("spot/r1"), Some(&4));
-    assert!(
-        report.table().contains("served by: serverless 2 (25%), spot 6 (75%)"),
-        "{}",
-        report.table()
-    );
+    assert!(report.table().contains("served by: serverless 2 (25%), spot 6 (75%)"), "{}", report.table());
 
     let url = scripted_server(&["spot/r1"], "data: {\"error\": {\"message\": \"upstream died\"}}\n\n").await;
     let report = run(target(url, true), closed(1, 2, 2), false).await;

@@ -9,20 +9,11 @@ use serde_json::{Value, json};
 use tandemn_bench::mock_vllm::{MockConfig, MockVllm, StatsSnapshot};
 
 fn fast() -> MockConfig {
-    MockConfig {
-        ttft_ms: 1.0,
-        itl_ms: 1.0,
-        ..MockConfig::default()
-    }
+    MockConfig { ttft_ms: 1.0, itl_ms: 1.0, ..MockConfig::default() }
 }
 
 async fn post(mock: &MockVllm, path: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{}{path}", mock.url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    reqwest::Client::new().post(format!("{}{path}", mock.url())).json(&body).send().await.unwrap()
 }
 
 fn chat(max_tokens: u32, stream: bool) -> Value {
@@ -44,9 +35,7 @@ async fn wait_for(mock: &MockVllm, done: impl Fn(&StatsSnapshot) -> bool) -> Sta
 
 fn events(body: &str) -> Vec<&str> {
     assert!(body.ends_with("\n\n"), "SSE bodies end with a blank line");
-    body.split_terminator("\n\n")
-        .map(|e| e.strip_prefix("data: ").expect("every event is one data line"))
-        .collect()
+    body.split_terminator("\n\n").map(|e| e.strip_prefix("data: ").expect("every event is one data line")).collect()
 }
 
 #[tokio::test]
@@ -55,10 +44,7 @@ async fn streamed_chat_has_exact_sse_framing_and_a_usage_chunk() {
     let response = post(&mock, "/v1/chat/completions", chat(5, true)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream; charset=utf-8");
-    assert!(
-        response.headers().get("content-length").is_none(),
-        "streams are chunked"
-    );
+    assert!(response.headers().get("content-length").is_none(), "streams are chunked");
     let body = response.text().await.unwrap();
     let all = events(&body);
     assert_eq!(all.len(), 5 + 2, "5 tokens, the usage chunk and [DONE]: {body}");
@@ -74,10 +60,7 @@ async fn streamed_chat_has_exact_sse_framing_and_a_usage_chunk() {
     assert!(chunks[3]["choices"][0]["finish_reason"].is_null());
     assert_eq!(chunks[4]["choices"][0]["finish_reason"], "length");
     assert_eq!(chunks[5]["choices"], json!([]));
-    assert_eq!(
-        chunks[5]["usage"],
-        json!({"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8})
-    );
+    assert_eq!(chunks[5]["usage"], json!({"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}));
 
     let without_usage = post(
         &mock,
@@ -89,11 +72,7 @@ async fn streamed_chat_has_exact_sse_framing_and_a_usage_chunk() {
     .text()
     .await
     .unwrap();
-    assert_eq!(
-        events(&without_usage).len(),
-        3,
-        "no usage chunk unless asked: {without_usage}"
-    );
+    assert_eq!(events(&without_usage).len(), 3, "no usage chunk unless asked: {without_usage}");
     let stats = mock.stats();
     assert_eq!((stats.completed, stats.generation_tokens, stats.chunks), (2, 7, 7));
 }
@@ -101,42 +80,24 @@ async fn streamed_chat_has_exact_sse_framing_and_a_usage_chunk() {
 #[tokio::test]
 async fn non_streamed_answers_carry_usage() {
     let mock = MockVllm::start(fast()).await.unwrap();
-    let answer: Value = post(&mock, "/v1/chat/completions", chat(4, false))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = post(&mock, "/v1/chat/completions", chat(4, false)).await.json().await.unwrap();
     assert_eq!(answer["object"], "chat.completion");
     assert_eq!(answer["choices"][0]["message"]["role"], "assistant");
     assert!(!answer["choices"][0]["message"]["content"].as_str().unwrap().is_empty());
     assert_eq!(answer["usage"]["completion_tokens"], 4);
 
-    let default_length = MockConfig {
-        default_max_tokens: 7,
-        ..fast()
-    };
+    let default_length = MockConfig { default_max_tokens: 7, ..fast() };
     let mock = MockVllm::start(default_length).await.unwrap();
-    let answer: Value = post(&mock, "/v1/completions", json!({"prompt": "Once upon"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = post(&mock, "/v1/completions", json!({"prompt": "Once upon"})).await.json().await.unwrap();
     assert_eq!(answer["object"], "text_completion");
     assert_eq!(answer["choices"][0]["finish_reason"], "stop");
-    assert_eq!(
-        answer["usage"]["completion_tokens"], 7,
-        "no max_tokens: the default length"
-    );
+    assert_eq!(answer["usage"]["completion_tokens"], 7, "no max_tokens: the default length");
 
-    let streamed = post(
-        &mock,
-        "/v1/completions",
-        json!({"prompt": "x", "stream": true, "max_tokens": 2}),
-    )
-    .await
-    .text()
-    .await
-    .unwrap();
+    let streamed = post(&mock, "/v1/completions", json!({"prompt": "x", "stream": true, "max_tokens": 2}))
+        .await
+        .text()
+        .await
+        .unwrap();
     let first: Value = serde_json::from_str(events(&streamed)[0]).unwrap();
     assert_eq!(first["object"], "text_completion");
     assert!(first["choices"][0]["text"].is_string());
@@ -144,54 +105,31 @@ async fn non_streamed_answers_carry_usage() {
 
 #[tokio::test]
 async fn models_embeddings_health_and_metrics() {
-    let mock = MockVllm::start(MockConfig {
-        served_model_name: "org/served".into(),
-        ..fast()
-    })
-    .await
-    .unwrap();
+    let mock = MockVllm::start(MockConfig { served_model_name: "org/served".into(), ..fast() }).await.unwrap();
     let client = reqwest::Client::new();
-    let models: Value = client
-        .get(format!("{}/v1/models", mock.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = client.get(format!("{}/v1/models", mock.url())).send().await.unwrap().json().await.unwrap();
     assert_eq!(models["data"][0]["id"], "org/served");
     let health = client.get(format!("{}/health", mock.url())).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let embedded: Value = post(
-        &mock,
-        "/v1/embeddings",
-        json!({"model": "org/served", "input": ["a", "b"]}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let embedded: Value =
+        post(&mock, "/v1/embeddings", json!({"model": "org/served", "input": ["a", "b"]})).await.json().await.unwrap();
     assert_eq!(embedded["data"].as_array().unwrap().len(), 2);
     post(
         &mock,
         "/v1/chat/completions",
-        json!({"model": "org/served", "messages": [{"content": "x"}],
-                                               "max_tokens": 3}),
+        json!({"model": "org/served", "messages": [{"content": "x"}], "max_tokens": 3}),
     )
     .await;
-    let metrics = client
-        .get(format!("{}/metrics", mock.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let stream = json!({"model": "org/served", "messages": [{"content": "x"}], "max_tokens": 4, "stream": true});
+    post(&mock, "/v1/chat/completions", stream).await.text().await.unwrap();
+    let metrics = client.get(format!("{}/metrics", mock.url())).send().await.unwrap().text().await.unwrap();
     for line in [
         "vllm:num_requests_running{model_name=\"org/served\",engine=\"0\"} 0",
         "vllm:num_requests_waiting{model_name=\"org/served\",engine=\"0\"} 0",
         "vllm:kv_cache_usage_perc{model_name=\"org/served\",engine=\"0\"} 0",
-        "vllm:generation_tokens_total{model_name=\"org/served\",engine=\"0\"} 3",
+        "vllm:generation_tokens_total{model_name=\"org/served\",engine=\"0\"} 7",
+        "mock_vllm_token_lateness_seconds_count{model_name=\"org/served\",engine=\"0\"} 4",
+        "mock_vllm_token_lateness_seconds_bucket{model_name=\"org/served\",engine=\"0\",le=\"+Inf\"} 4",
         "# TYPE vllm:num_requests_running gauge",
     ] {
         assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
@@ -200,12 +138,7 @@ async fn models_embeddings_health_and_metrics() {
 
 #[tokio::test]
 async fn requests_beyond_max_num_seqs_wait_for_a_slot() {
-    let config = MockConfig {
-        max_num_seqs: 2,
-        ttft_ms: 1.0,
-        itl_ms: 20.0,
-        ..MockConfig::default()
-    };
+    let config = MockConfig { max_num_seqs: 2, ttft_ms: 1.0, itl_ms: 20.0, ..MockConfig::default() };
     let mock = MockVllm::start(config).await.unwrap();
     let url = format!("{}/v1/chat/completions", mock.url());
     let client = reqwest::Client::new();
@@ -217,22 +150,9 @@ async fn requests_beyond_max_num_seqs_wait_for_a_slot() {
         .collect();
     let busy = wait_for(&mock, |s| s.running == 2 && s.waiting == 2).await;
     assert_eq!(busy.completed, 0);
-    let metrics = client
-        .get(format!("{}/metrics", mock.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("vllm:num_requests_waiting{model_name=\"mock-model\",engine=\"0\"} 2"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("vllm:kv_cache_usage_perc{model_name=\"mock-model\",engine=\"0\"} 1\n"),
-        "{metrics}"
-    );
+    let metrics = client.get(format!("{}/metrics", mock.url())).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("vllm:num_requests_waiting{model_name=\"mock-model\",engine=\"0\"} 2"), "{metrics}");
+    assert!(metrics.contains("vllm:kv_cache_usage_perc{model_name=\"mock-model\",engine=\"0\"} 1\n"), "{metrics}");
     for request in requests {
         assert!(request.await.unwrap().ends_with("data: [DONE]\n\n"));
     }
@@ -242,12 +162,7 @@ async fn requests_beyond_max_num_seqs_wait_for_a_slot() {
 
 #[tokio::test]
 async fn boot_delay_refuses_requests_until_ready() {
-    let mock = MockVllm::start(MockConfig {
-        boot_secs: 0.5,
-        ..fast()
-    })
-    .await
-    .unwrap();
+    let mock = MockVllm::start(MockConfig { boot_secs: 0.5, ..fast() }).await.unwrap();
     let client = reqwest::Client::new();
     let health = client.get(format!("{}/health", mock.url())).send().await.unwrap();
     assert_eq!(health.status(), 503);
@@ -259,14 +174,7 @@ async fn boot_delay_refuses_requests_until_ready() {
 
     let mut ready = false;
     for _ in 0..200 {
-        if client
-            .get(format!("{}/health", mock.url()))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-        {
+        if client.get(format!("{}/health", mock.url())).send().await.unwrap().status() == 200 {
             ready = true;
             break;
         }
@@ -278,60 +186,30 @@ async fn boot_delay_refuses_requests_until_ready() {
 
 #[tokio::test]
 async fn injected_errors_use_the_vllm_error_shape() {
-    let mock = MockVllm::start(MockConfig {
-        error_rate: 1.0,
-        ..fast()
-    })
-    .await
-    .unwrap();
+    let mock = MockVllm::start(MockConfig { error_rate: 1.0, ..fast() }).await.unwrap();
     let response = post(&mock, "/v1/chat/completions", chat(2, true)).await;
     assert_eq!(response.status(), 500);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "InternalServerError");
     assert!(body["error"]["param"].is_null() && body["error"]["message"].is_string());
 
-    let mock = MockVllm::start(MockConfig {
-        error_rate: 1.0,
-        error_status: 503,
-        ..fast()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        post(&mock, "/v1/completions", json!({"prompt": "x"})).await.status(),
-        503
-    );
+    let mock = MockVllm::start(MockConfig { error_rate: 1.0, error_status: 503, ..fast() }).await.unwrap();
+    assert_eq!(post(&mock, "/v1/completions", json!({"prompt": "x"})).await.status(), 503);
     assert_eq!(mock.stats().injected_errors, 1);
 }
 
 #[tokio::test]
 async fn hangs_never_send_headers() {
-    let mock = MockVllm::start(MockConfig {
-        hang_rate: 1.0,
-        ..fast()
-    })
-    .await
-    .unwrap();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let result = client
-        .post(format!("{}/v1/chat/completions", mock.url()))
-        .json(&chat(2, true))
-        .send()
-        .await;
+    let mock = MockVllm::start(MockConfig { hang_rate: 1.0, ..fast() }).await.unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let result = client.post(format!("{}/v1/chat/completions", mock.url())).json(&chat(2, true)).send().await;
     assert!(result.unwrap_err().is_timeout());
     assert_eq!(mock.stats().hangs, 1);
 }
 
 #[tokio::test]
 async fn streams_die_after_n_chunks() {
-    let config = MockConfig {
-        die_after_chunks: Some(3),
-        itl_ms: 20.0,
-        ..fast()
-    };
+    let config = MockConfig { die_after_chunks: Some(3), itl_ms: 20.0, ..fast() };
     let mock = MockVllm::start(config).await.unwrap();
     let mut response = post(&mock, "/v1/chat/completions", chat(10, true)).await;
     assert_eq!(response.status(), 200, "headers go out before the stream dies");
@@ -352,11 +230,7 @@ async fn streams_die_after_n_chunks() {
 
 #[tokio::test]
 async fn exit_after_cuts_streams_and_stops_listening() {
-    let config = MockConfig {
-        exit_after_secs: Some(0.3),
-        itl_ms: 50.0,
-        ..fast()
-    };
+    let config = MockConfig { exit_after_secs: Some(0.3), itl_ms: 50.0, ..fast() };
     let mut mock = MockVllm::start(config).await.unwrap();
     let mut response = post(&mock, "/v1/chat/completions", chat(1000, true)).await;
     let cut = async {
@@ -368,17 +242,9 @@ async fn exit_after_cuts_streams_and_stops_listening() {
             }
         }
     };
-    assert!(
-        tokio::time::timeout(Duration::from_secs(10), cut).await.unwrap(),
-        "the stream was cut"
-    );
-    tokio::time::timeout(Duration::from_secs(10), mock.stopped())
-        .await
-        .unwrap();
-    let refused = reqwest::Client::new()
-        .get(format!("{}/health", mock.url()))
-        .send()
-        .await;
+    assert!(tokio::time::timeout(Duration::from_secs(10), cut).await.unwrap(), "the stream was cut");
+    tokio::time::timeout(Duration::from_secs(10), mock.stopped()).await.unwrap();
+    let refused = reqwest::Client::new().get(format!("{}/health", mock.url())).send().await;
     assert!(refused.unwrap_err().is_connect(), "nothing listens after the exit");
 }
 
@@ -395,12 +261,7 @@ async fn client_disconnects_abort_the_generation() {
 
 #[tokio::test]
 async fn bad_requests_get_vllm_errors() {
-    let mock = MockVllm::start(MockConfig {
-        max_model_len: 100,
-        ..fast()
-    })
-    .await
-    .unwrap();
+    let mock = MockVllm::start(MockConfig { max_model_len: 100, ..fast() }).await.unwrap();
     let client = reqwest::Client::new();
     let invalid = client
         .post(format!("{}/v1/chat/completions", mock.url()))
@@ -410,33 +271,16 @@ async fn bad_requests_get_vllm_errors() {
         .await
         .unwrap();
     assert_eq!(invalid.status(), 400);
-    let wrong_model = post(
-        &mock,
-        "/v1/chat/completions",
-        json!({"model": "gpt-4", "messages": [{"content": "x"}]}),
-    );
+    let wrong_model = post(&mock, "/v1/chat/completions", json!({"model": "gpt-4", "messages": [{"content": "x"}]}));
     let wrong_model: Value = wrong_model.await.json().await.unwrap();
     assert_eq!(wrong_model["error"]["code"], 404);
     assert_eq!(wrong_model["error"]["message"], "The model `gpt-4` does not exist.");
-    let too_long: Value = post(&mock, "/v1/chat/completions", chat(500, false))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let too_long: Value = post(&mock, "/v1/chat/completions", chat(500, false)).await.json().await.unwrap();
     assert_eq!(too_long["error"]["type"], "BadRequestError");
-    assert!(
-        too_long["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("maximum context length is 100 tokens")
-    );
+    assert!(too_long["error"]["message"].as_str().unwrap().contains("maximum context length is 100 tokens"));
     let missing = client.get(format!("{}/v2/nothing", mock.url())).send().await.unwrap();
     assert_eq!(missing.status(), 404);
-    let wrong_method = client
-        .get(format!("{}/v1/chat/completions", mock.url()))
-        .send()
-        .await
-        .unwrap();
+    let wrong_method = client.get(format!("{}/v1/chat/completions", mock.url())).send().await.unwrap();
     assert_eq!(wrong_method.status(), 405);
     assert_eq!(mock.stats().rejected, 3);
 }
@@ -444,11 +288,7 @@ async fn bad_requests_get_vllm_errors() {
 #[tokio::test]
 async fn the_same_seed_gives_the_same_text() {
     let text = |mock: MockVllm| async move {
-        let answer: Value = post(&mock, "/v1/chat/completions", chat(16, false))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let answer: Value = post(&mock, "/v1/chat/completions", chat(16, false)).await.json().await.unwrap();
         answer["choices"][0]["message"]["content"].as_str().unwrap().to_string()
     };
     let a = text(MockVllm::start(MockConfig { seed: 7, ..fast() }).await.unwrap()).await;

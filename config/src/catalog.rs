@@ -96,10 +96,7 @@ impl Catalog {
 
     /// The known GPU name closest to a misspelt one, if any is close.
     pub fn suggest_gpu(&self, name: &str) -> Option<&str> {
-        let names = self
-            .gpus
-            .iter()
-            .flat_map(|g| std::iter::once(&g.name).chain(&g.aliases));
+        let names = self.gpus.iter().flat_map(|g| std::iter::once(&g.name).chain(&g.aliases));
         crate::closest(name, names.map(String::as_str))
     }
 
@@ -108,38 +105,24 @@ impl Catalog {
         self.serverless
             .iter()
             .flat_map(|offers| {
-                offers.prices.iter().filter(|p| p.gpu == gpu).map(|price| Offer {
-                    provider: &offers.provider,
-                    price,
-                })
+                offers.prices.iter().filter(|p| p.gpu == gpu).map(|price| Offer { provider: &offers.provider, price })
             })
             .collect()
     }
 
     /// The cheapest serverless offer for `gpu`; on a tie, the provider listed first.
     pub fn cheapest_serverless(&self, gpu: &str) -> Option<Offer<'_>> {
-        self.serverless_offers(gpu).into_iter().reduce(|best, next| {
-            if next.price.usd_per_hour < best.price.usd_per_hour {
-                next
-            } else {
-                best
-            }
-        })
+        self.serverless_offers(gpu)
+            .into_iter()
+            .reduce(|best, next| if next.price.usd_per_hour < best.price.usd_per_hour { next } else { best })
     }
 
     pub fn serverless_price(&self, provider: &str, gpu: &str) -> Option<&ServerlessPrice> {
-        self.serverless_offers(gpu)
-            .into_iter()
-            .find(|o| o.provider == provider)
-            .map(|o| o.price)
+        self.serverless_offers(gpu).into_iter().find(|o| o.provider == provider).map(|o| o.price)
     }
 
     pub fn spot_price(&self, cloud: &str, gpu: &str) -> Option<&SpotPrice> {
-        self.spot
-            .iter()
-            .filter(|offers| offers.cloud == cloud)
-            .flat_map(|o| &o.prices)
-            .find(|p| p.gpu == gpu)
+        self.spot.iter().filter(|offers| offers.cloud == cloud).flat_map(|o| &o.prices).find(|p| p.gpu == gpu)
     }
 
     pub fn serverless_providers(&self) -> impl Iterator<Item = &str> {
@@ -162,10 +145,7 @@ mod tests {
         let mut names = std::collections::HashSet::new();
         for gpu in &catalog.gpus {
             for name in std::iter::once(&gpu.name).chain(&gpu.aliases) {
-                assert!(
-                    names.insert(name.to_ascii_lowercase()),
-                    "GPU name or alias {name} is listed twice"
-                );
+                assert!(names.insert(name.to_ascii_lowercase()), "GPU name or alias {name} is listed twice");
             }
             assert!(gpu.vram_gb > 0, "{} has no VRAM", gpu.name);
         }
@@ -177,39 +157,17 @@ mod tests {
                 offers.provider
             );
             for price in &offers.prices {
-                assert!(
-                    known(&price.gpu),
-                    "{} prices unknown GPU {}",
-                    offers.provider,
-                    price.gpu
-                );
-                assert!(
-                    price.usd_per_hour > 0.0,
-                    "{} {} has no price",
-                    offers.provider,
-                    price.gpu
-                );
-                assert!(
-                    catalog.sources.contains_key(&price.source),
-                    "unknown source {}",
-                    price.source
-                );
+                assert!(known(&price.gpu), "{} prices unknown GPU {}", offers.provider, price.gpu);
+                assert!(price.usd_per_hour > 0.0, "{} {} has no price", offers.provider, price.gpu);
+                assert!(catalog.sources.contains_key(&price.source), "unknown source {}", price.source);
             }
         }
         for offers in &catalog.spot {
             for price in &offers.prices {
                 assert!(known(&price.gpu), "{} prices unknown GPU {}", offers.cloud, price.gpu);
                 assert!(price.on_demand_usd_per_hour > 0.0);
-                assert!(
-                    price
-                        .spot_usd_per_hour
-                        .is_none_or(|p| p > 0.0 && p < price.on_demand_usd_per_hour)
-                );
-                assert!(
-                    catalog.sources.contains_key(&price.source),
-                    "unknown source {}",
-                    price.source
-                );
+                assert!(price.spot_usd_per_hour.is_none_or(|p| p > 0.0 && p < price.on_demand_usd_per_hour));
+                assert!(catalog.sources.contains_key(&price.source), "unknown source {}", price.source);
             }
         }
         for gpu in &catalog.gpus {
@@ -235,11 +193,7 @@ mod tests {
     #[test]
     fn cheapest_provider_is_the_lowest_price() {
         let catalog = Catalog::embedded();
-        let cheapest = |gpu: &str| {
-            catalog
-                .cheapest_serverless(gpu)
-                .map(|o| (o.provider, o.price.usd_per_hour))
-        };
+        let cheapest = |gpu: &str| catalog.cheapest_serverless(gpu).map(|o| (o.provider, o.price.usd_per_hour));
         assert_eq!(cheapest("L4"), Some(("runpod", 0.68)));
         assert_eq!(cheapest("T4"), Some(("modal", 0.59)));
         assert_eq!(cheapest("H100"), Some(("modal", 3.95)));

@@ -26,11 +26,7 @@ impl Document {
     pub fn read(path: &Path, mount: &'static str) -> Result<Self, Violation> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Violation::new(
-                Location::File {
-                    file: Arc::new(path.to_path_buf()),
-                    line: 0,
-                    col: 0,
-                },
+                Location::File { file: Arc::new(path.to_path_buf()), line: 0, col: 0 },
                 mount,
                 format!("cannot read the file: {e}"),
             )
@@ -40,11 +36,7 @@ impl Document {
 
     pub fn parse(text: &str, path: &Path, mount: &'static str) -> Result<Self, Violation> {
         let file = Arc::new(path.to_path_buf());
-        let at = |line, col| Location::File {
-            file: file.clone(),
-            line,
-            col,
-        };
+        let at = |line, col| Location::File { file: file.clone(), line, col };
         let value: Value = serde_yaml::from_str(text).map_err(|e| {
             let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
             // serde_yaml appends " at line L column C"; the location already says it.
@@ -73,12 +65,7 @@ impl Document {
         // The text already parsed above, so a scan error here is impossible in practice;
         // if it happens we merely lose positions, never the configuration.
         let _ = Parser::new_from_str(text).load(&mut recorder, false);
-        Ok(Self {
-            file,
-            mount,
-            value,
-            positions: recorder.positions,
-        })
+        Ok(Self { file, mount, value, positions: recorder.positions })
     }
 
     /// The location of `path` (relative to this file), or of its nearest ancestor.
@@ -86,20 +73,12 @@ impl Document {
         let mut probe = path;
         loop {
             if let Some(&(line, col)) = self.positions.get(probe) {
-                return Location::File {
-                    file: self.file.clone(),
-                    line,
-                    col,
-                };
+                return Location::File { file: self.file.clone(), line, col };
             }
             match probe.rfind(['.', '[']) {
                 Some(cut) => probe = &probe[..cut],
                 None => {
-                    return Location::File {
-                        file: self.file.clone(),
-                        line: 0,
-                        col: 0,
-                    };
+                    return Location::File { file: self.file.clone(), line: 0, col: 0 };
                 }
             }
         }
@@ -161,11 +140,7 @@ impl PositionRecorder {
 }
 
 fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
-    }
+    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
 }
 
 impl MarkedEventReceiver for PositionRecorder {
@@ -178,26 +153,12 @@ impl MarkedEventReceiver for PositionRecorder {
                 self.node_path(mark, None);
             }
             Event::MappingStart(..) => {
-                let path = if self.stack.is_empty() {
-                    Some(String::new())
-                } else {
-                    self.node_path(mark, None)
-                };
-                self.stack.push(Frame::Mapping {
-                    path: path.unwrap_or_default(),
-                    key: None,
-                });
+                let path = if self.stack.is_empty() { Some(String::new()) } else { self.node_path(mark, None) };
+                self.stack.push(Frame::Mapping { path: path.unwrap_or_default(), key: None });
             }
             Event::SequenceStart(..) => {
-                let path = if self.stack.is_empty() {
-                    Some(String::new())
-                } else {
-                    self.node_path(mark, None)
-                };
-                self.stack.push(Frame::Sequence {
-                    path: path.unwrap_or_default(),
-                    next_index: 0,
-                });
+                let path = if self.stack.is_empty() { Some(String::new()) } else { self.node_path(mark, None) };
+                self.stack.push(Frame::Sequence { path: path.unwrap_or_default(), next_index: 0 });
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
@@ -242,10 +203,7 @@ mod tests {
     fn syntax_errors_carry_their_location() {
         let err = parse("model: m\nscaling: [unclosed\n").unwrap_err();
         assert!(err.message.starts_with("invalid YAML"), "{}", err.message);
-        assert!(
-            matches!(err.location, Location::File { line, .. } if line >= 2),
-            "{err}"
-        );
+        assert!(matches!(err.location, Location::File { line, .. } if line >= 2), "{err}");
         let dup = parse("model: a\nmodel: b\n").unwrap_err();
         assert!(dup.message.contains("duplicate"), "{}", dup.message);
     }

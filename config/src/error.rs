@@ -8,11 +8,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// A key in a file; `line` and `col` are 1-based, 0 when unknown.
-    File {
-        file: Arc<PathBuf>,
-        line: usize,
-        col: usize,
-    },
+    File { file: Arc<PathBuf>, line: usize, col: usize },
     /// A command-line flag such as `--concurrency`.
     Flag(&'static str),
     /// A built-in default or a required value that nobody supplied.
@@ -52,11 +48,7 @@ pub struct Violation {
 
 impl Violation {
     pub fn new(location: Location, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            location,
-            path: path.into(),
-            message: message.into(),
-        }
+        Self { location, path: path.into(), message: message.into() }
     }
 }
 
@@ -79,11 +71,7 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.violations.len();
-        write!(
-            f,
-            "invalid configuration ({count} problem{}):",
-            if count == 1 { "" } else { "s" }
-        )?;
+        write!(f, "invalid configuration ({count} problem{}):", if count == 1 { "" } else { "s" })?;
         for violation in &self.violations {
             write!(f, "\n  {violation}")?;
         }

@@ -37,27 +37,15 @@ pub struct Override {
 
 impl Override {
     pub fn text(path: &'static str, flag: &'static str, value: &str) -> Self {
-        Self {
-            path,
-            flag,
-            value: Value::from(value),
-        }
+        Self { path, flag, value: Value::from(value) }
     }
 
     pub fn int(path: &'static str, flag: &'static str, value: i64) -> Self {
-        Self {
-            path,
-            flag,
-            value: Value::Number(value.into()),
-        }
+        Self { path, flag, value: Value::Number(value.into()) }
     }
 
     pub fn boolean(path: &'static str, flag: &'static str, value: bool) -> Self {
-        Self {
-            path,
-            flag,
-            value: Value::Bool(value),
-        }
+        Self { path, flag, value: Value::Bool(value) }
     }
 }
 
@@ -122,16 +110,11 @@ impl Origins {
             if mount.is_empty() {
                 Some(path)
             } else {
-                path.strip_prefix(mount)
-                    .and_then(|rest| rest.strip_prefix('.').or(rest.is_empty().then_some("")))
+                path.strip_prefix(mount).and_then(|rest| rest.strip_prefix('.').or(rest.is_empty().then_some("")))
             }
         };
         // The last layer that sets the key itself, else the last file it could live in.
-        let setter = self
-            .documents
-            .iter()
-            .rev()
-            .find_map(|d| in_document(d).filter(|p| d.sets(p)).map(|p| (d, p)));
+        let setter = self.documents.iter().rev().find_map(|d| in_document(d).filter(|p| d.sets(p)).map(|p| (d, p)));
         let fallback = || self.documents.iter().rev().find_map(|d| in_document(d).map(|p| (d, p)));
         match setter.or_else(fallback) {
             Some((document, relative)) => Violation::new(document.locate(relative), relative, message),
@@ -158,11 +141,7 @@ fn deserialize_all<T: DeserializeOwned>(mut value: Value, origins: &Origins, out
             && !path.ends_with(key)
         {
             // serde reports an unknown key at its parent mapping.
-            path = if path.is_empty() {
-                key.to_string()
-            } else {
-                format!("{path}.{key}")
-            };
+            path = if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
         }
         out.push(origins.violation(&path, describe(&message)));
         if path.is_empty() || !remove_path(&mut value, &path) {
@@ -292,33 +271,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, text: &str| {
             let path = dir.path().join(name);
-            std::fs::File::create(&path)
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
+            std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
             path
         };
         let deployment = write("tandemn.yaml", deployment);
         let scaling = write("policy.yaml", scaling);
-        Files {
-            _dir: dir,
-            deployment,
-            scaling,
-        }
+        Files { _dir: dir, deployment, scaling }
     }
 
     fn load(deployment: &str, overrides: Vec<Override>) -> Result<DeploymentSpec, Vec<String>> {
         let files = files(deployment, "");
-        let sources = Sources {
-            deployment_file: Some(files.deployment.clone()),
-            scaling_policy_file: None,
-            overrides,
-        };
+        let sources = Sources { deployment_file: Some(files.deployment.clone()), scaling_policy_file: None, overrides };
         sources.load(Catalog::embedded()).map_err(|e| {
-            e.violations
-                .iter()
-                .map(|v| v.to_string().replace(&*files.deployment.to_string_lossy(), "F"))
-                .collect()
+            e.violations.iter().map(|v| v.to_string().replace(&*files.deployment.to_string_lossy(), "F")).collect()
         })
     }
 
@@ -340,10 +305,7 @@ mod tests {
         assert_eq!((svl.workers_min, svl.workers_max, svl.scaler_value), (0, 1, 4));
         assert_eq!((spec.gpu_count, spec.tp_size, spec.max_model_len), (1, 1, 4096));
         assert_eq!(spec.spots_cloud, SpotCloud::Aws);
-        assert_eq!(
-            (spec.serverless_provider, spec.serverless_provider_auto),
-            (ServerlessProvider::Runpod, true)
-        );
+        assert_eq!((spec.serverless_provider, spec.serverless_provider_auto), (ServerlessProvider::Runpod, true));
         assert!(spec.scale_to_zero && !spec.public);
         assert_eq!(spec.router.first_byte_timeout, std::time::Duration::from_secs(600));
         assert!(crate::check_service_name(&spec.service_name).is_ok());
@@ -365,16 +327,10 @@ mod tests {
         assert_eq!(spec.gpu, "A100_80GB");
         assert_eq!(spec.scaling.spot.target_qps, 3.0);
         assert_eq!(spec.scaling.spot.max_replicas, 4);
-        assert_eq!(
-            spec.scaling.serverless.concurrency, 16,
-            "scaling file beats the deployment file"
-        );
+        assert_eq!(spec.scaling.serverless.concurrency, 16, "scaling file beats the deployment file");
         assert_eq!(spec.scaling.serverless.timeout, 90, "flags beat both files");
         assert_eq!(spec.router.first_byte_timeout, std::time::Duration::from_secs(90));
-        assert_eq!(
-            spec.scaling.serverless.workers_max, 1,
-            "untouched keys keep their defaults"
-        );
+        assert_eq!(spec.scaling.serverless.workers_max, 1, "untouched keys keep their defaults");
     }
 
     #[test]
@@ -384,11 +340,8 @@ mod tests {
         let spec = load(&yaml, flag).unwrap();
         assert_eq!(spec.scaling.spot.min_replicas, 1);
         assert_eq!(spec.scaling.serverless.scaledown_window, 300);
-        let spec = load(
-            &format!("{BASE}scale_to_zero: false\nscaling: {{spot: {{min_replicas: 3}}}}\n"),
-            vec![],
-        )
-        .unwrap();
+        let spec =
+            load(&format!("{BASE}scale_to_zero: false\nscaling: {{spot: {{min_replicas: 3}}}}\n"), vec![]).unwrap();
         assert_eq!(spec.scaling.spot.min_replicas, 3, "a larger minimum is kept");
     }
 
@@ -412,10 +365,7 @@ mod tests {
                 "scaling:\n  spot: {target_qps: 0}\n",
                 "`scaling.spot.target_qps`: must be greater than 0 and at most 100000, got 0",
             ),
-            (
-                "scaling:\n  spot: {target_qps: -2.5}\n",
-                "must be greater than 0 and at most 100000, got -2.5",
-            ),
+            ("scaling:\n  spot: {target_qps: -2.5}\n", "must be greater than 0 and at most 100000, got -2.5"),
             (
                 "scaling:\n  serverless: {concurrency: 0}\n",
                 "`scaling.serverless.concurrency`: must be between 1 and 1024, got 0",
@@ -428,32 +378,14 @@ mod tests {
                 "scaling:\n  serverless: {timeout: ten}\n",
                 "`scaling.serverless.timeout`: expected a whole number, found string \"ten\"",
             ),
-            (
-                "gpu_count: 1.5\n",
-                "`gpu_count`: expected a whole number, found floating point `1.5`",
-            ),
-            (
-                "public: yes\n",
-                "`public`: expected true or false, found string \"yes\"",
-            ),
-            (
-                "scaling: 5\n",
-                "`scaling`: expected a mapping of keys, found integer `5`",
-            ),
-            (
-                "scaling:\n  spot: [1, 2]\n",
-                "`scaling.spot`: expected a mapping of keys, found sequence",
-            ),
-            (
-                "service_name: My_Service\n",
-                "`service_name`: `My_Service` is not a valid name",
-            ),
+            ("gpu_count: 1.5\n", "`gpu_count`: expected a whole number, found floating point `1.5`"),
+            ("public: yes\n", "`public`: expected true or false, found string \"yes\""),
+            ("scaling: 5\n", "`scaling`: expected a mapping of keys, found integer `5`"),
+            ("scaling:\n  spot: [1, 2]\n", "`scaling.spot`: expected a mapping of keys, found sequence"),
+            ("service_name: My_Service\n", "`service_name`: `My_Service` is not a valid name"),
             ("service_name: 9lives\n", "`service_name`: `9lives` is not a valid name"),
             ("service_name: ends-\n", "`service_name`: `ends-` is not a valid name"),
-            (
-                "service_name: a-name-that-is-far-too-long-for-us\n",
-                "is 34 characters long",
-            ),
+            ("service_name: a-name-that-is-far-too-long-for-us\n", "is 34 characters long"),
             ("tp_size: 2\n", "`tp_size`: must not exceed `gpu_count` (1), got 2"),
             (
                 "serverless_provider: lambda\n",
@@ -464,42 +396,24 @@ mod tests {
                 "`gpu_count`: cloudrun gives exactly one GPU per instance, got 2",
             ),
             ("spots_cloud: oracle\n", "`spots_cloud`: `oracle` is not one of"),
-            (
-                "cold_start_mode: slow\n",
-                "`cold_start_mode`: `slow` is not one of `fast_boot`, `no_fast_boot`",
-            ),
-            (
-                "router:\n  listen: nowhere\n",
-                "`router.listen`: `nowhere` is not an address",
-            ),
-            (
-                "router:\n  api_keys: [{env: A, file: b}]\n",
-                "`router.api_keys[0]`: give exactly one of",
-            ),
+            ("cold_start_mode: slow\n", "`cold_start_mode`: `slow` is not one of `fast_boot`, `no_fast_boot`"),
+            ("router:\n  listen: nowhere\n", "`router.listen`: `nowhere` is not an address"),
+            ("router:\n  api_keys: [{env: A, file: b}]\n", "`router.api_keys[0]`: give exactly one of"),
             (
                 "router:\n  api_keys:\n    - env: 1BAD\n",
                 "F:5:7: `router.api_keys[0].env`: `1BAD` is not an environment variable name",
             ),
-            (
-                "router:\n  api_keys: [{value: k}]\n",
-                "`router.api_keys[0].value`: unknown key; valid keys: env, file",
-            ),
+            ("router:\n  api_keys: [{value: k}]\n", "`router.api_keys[0].value`: unknown key; valid keys: env, file"),
             (
                 "public: true\nrouter:\n  api_keys: [{env: K}]\n",
                 "`router.api_keys`: `public: true` turns client auth off",
             ),
-            (
-                "router: {max_attempts: 0}\n",
-                "`router.max_attempts`: must be between 1 and 10, got 0",
-            ),
+            ("router: {max_attempts: 0}\n", "`router.max_attempts`: must be between 1 and 10, got 0"),
             ("region: ''\n", "`region`: must not be empty"),
         ];
         for (extra, expected) in cases {
             let found = errors(&format!("{BASE}{extra}"));
-            assert!(
-                found.iter().any(|e| e.contains(expected)),
-                "for {extra:?} expected {expected:?}, got {found:#?}"
-            );
+            assert!(found.iter().any(|e| e.contains(expected)), "for {extra:?} expected {expected:?}, got {found:#?}");
         }
     }
 
@@ -508,14 +422,8 @@ mod tests {
         let found = errors("model: m\ngpu: L40X\n");
         assert_eq!(found, ["F:2:1: `gpu`: unknown GPU `L40X`; did you mean `L40`?"]);
         let found = errors("model: m\ngpu: T4\nserverless_provider: runpod\n");
-        assert_eq!(
-            found,
-            ["F:3:1: `serverless_provider`: runpod has no T4 GPUs; offered by: modal"]
-        );
-        assert!(
-            load("model: m\ngpu: T4\nserverless_provider: local\n", vec![]).is_ok(),
-            "local runs any GPU"
-        );
+        assert_eq!(found, ["F:3:1: `serverless_provider`: runpod has no T4 GPUs; offered by: modal"]);
+        assert!(load("model: m\ngpu: T4\nserverless_provider: local\n", vec![]).is_ok(), "local runs any GPU");
     }
 
     #[test]
@@ -524,11 +432,7 @@ mod tests {
             "scaling:\n  spot: {target_qp: 1, min_replicas: -3}\n  serverless: {concurrency: 0}\nrouter: {nope: 1}\n",
         );
         assert_eq!(found.len(), 6, "{found:#?}");
-        assert!(
-            found
-                .iter()
-                .any(|e| e.contains("`model`: is required: set `model:` in the file or pass --model"))
-        );
+        assert!(found.iter().any(|e| e.contains("`model`: is required: set `model:` in the file or pass --model")));
         assert!(found.iter().any(|e| e.contains("`gpu`: is required")));
     }
 
@@ -536,10 +440,7 @@ mod tests {
     fn flag_values_are_blamed_on_the_flag() {
         let bad = vec![Override::int("scaling.serverless.concurrency", "--concurrency", 0)];
         let found = load(BASE, bad).unwrap_err();
-        assert_eq!(
-            found,
-            ["flag --concurrency: `scaling.serverless.concurrency`: must be between 1 and 1024, got 0"]
-        );
+        assert_eq!(found, ["flag --concurrency: `scaling.serverless.concurrency`: must be between 1 and 1024, got 0"]);
     }
 
     #[test]
@@ -550,24 +451,15 @@ mod tests {
             scaling_policy_file: Some(files.scaling.clone()),
             overrides: vec![],
         };
-        let found: Vec<String> = sources
-            .load(Catalog::embedded())
-            .unwrap_err()
-            .violations
-            .iter()
-            .map(|v| v.to_string())
-            .collect();
+        let found: Vec<String> =
+            sources.load(Catalog::embedded()).unwrap_err().violations.iter().map(|v| v.to_string()).collect();
         let policy = files.scaling.display().to_string();
         assert!(
-            found.contains(&format!(
-                "{policy}:2:3: `spot.upscale_dely`: unknown key; did you mean `upscale_delay`?"
-            )),
+            found.contains(&format!("{policy}:2:3: `spot.upscale_dely`: unknown key; did you mean `upscale_delay`?")),
             "{found:#?}"
         );
         assert!(
-            found.contains(&format!(
-                "{policy}:3:1: `router`: unknown key; valid keys: spot, serverless"
-            )),
+            found.contains(&format!("{policy}:3:1: `router`: unknown key; valid keys: spot, serverless")),
             "{found:#?}"
         );
     }
@@ -580,15 +472,9 @@ mod tests {
 
     #[test]
     fn unreadable_and_empty_files_are_reported() {
-        let sources = Sources {
-            deployment_file: Some("/nonexistent/t.yaml".into()),
-            ..Sources::default()
-        };
+        let sources = Sources { deployment_file: Some("/nonexistent/t.yaml".into()), ..Sources::default() };
         let err = sources.load(Catalog::embedded()).unwrap_err();
-        assert!(
-            err.to_string().contains("/nonexistent/t.yaml: cannot read the file"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("/nonexistent/t.yaml: cannot read the file"), "{err}");
         assert!(errors("")[0].contains("the file is empty"));
     }
 
@@ -597,16 +483,7 @@ mod tests {
         for ok in ["a", "svc-1", "tandemn-0a1b2c3d", "abcdefghijklmnopqrstuvwxyz0123"] {
             assert!(crate::check_service_name(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "A",
-            "1a",
-            "a_b",
-            "a.b",
-            "a-",
-            "abcdefghijklmnopqrstuvwxyz01234",
-            "ä",
-        ] {
+        for bad in ["", "A", "1a", "a_b", "a.b", "a-", "abcdefghijklmnopqrstuvwxyz01234", "ä"] {
             assert!(crate::check_service_name(bad).is_err(), "{bad}");
         }
     }

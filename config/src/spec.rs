@@ -54,18 +54,11 @@ pub trait Choice: Sized + Copy + 'static {
     fn as_str(self) -> &'static str;
 
     fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(text))
-            .map(|&(_, v)| v)
+        Self::ALL.iter().find(|(name, _)| name.eq_ignore_ascii_case(text)).map(|&(_, v)| v)
     }
 
     fn names() -> String {
-        Self::ALL
-            .iter()
-            .map(|(name, _)| format!("`{name}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        Self::ALL.iter().map(|(name, _)| format!("`{name}`")).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -123,13 +116,7 @@ pub struct SpotPolicy {
 
 impl Default for SpotPolicy {
     fn default() -> Self {
-        Self {
-            min_replicas: 0,
-            max_replicas: 8,
-            target_qps: 10.0,
-            upscale_delay: 5,
-            downscale_delay: 300,
-        }
+        Self { min_replicas: 0, max_replicas: 8, target_qps: 10.0, upscale_delay: 5, downscale_delay: 300 }
     }
 }
 
@@ -152,14 +139,7 @@ pub struct ServerlessPolicy {
 
 impl Default for ServerlessPolicy {
     fn default() -> Self {
-        Self {
-            concurrency: 32,
-            scaledown_window: 60,
-            timeout: 600,
-            workers_min: 0,
-            workers_max: 1,
-            scaler_value: 4,
-        }
+        Self { concurrency: 32, scaledown_window: 60, timeout: 600, workers_min: 0, workers_max: 1, scaler_value: 4 }
     }
 }
 

@@ -25,9 +25,7 @@ pub const MAX_SERVICE_NAME: usize = 30;
 pub fn check_service_name(name: &str) -> Result<(), String> {
     let rule = "lower-case letters, digits and `-`, starting with a letter, not ending with `-`, \
                 at most 30 characters";
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let valid_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if name.is_empty() {
         Err(format!("must not be empty; use {rule}"))
     } else if name.len() > MAX_SERVICE_NAME {
@@ -62,10 +60,7 @@ pub(crate) fn validate(
     let model = match raw.model.map(|m| m.trim().to_string()) {
         None => check.missing("model", "--model", "a Hugging Face model id such as `Qwen/Qwen3-0.6B`"),
         Some(m) if m.is_empty() || m.chars().any(char::is_whitespace) => {
-            check.fail(
-                "model",
-                format!("`{m}` is not a model id; use one such as `Qwen/Qwen3-0.6B`"),
-            );
+            check.fail("model", format!("`{m}` is not a model id; use one such as `Qwen/Qwen3-0.6B`"));
             m
         }
         Some(m) => m,
@@ -87,20 +82,14 @@ pub(crate) fn validate(
     let gpu_count = check.int("gpu_count", raw.gpu_count, 1, 1..=8);
     let tp_size = check.int("tp_size", raw.tp_size, 1, 1..=8);
     if tp_size > gpu_count {
-        check.fail(
-            "tp_size",
-            format!("must not exceed `gpu_count` ({gpu_count}), got {tp_size}"),
-        );
+        check.fail("tp_size", format!("must not exceed `gpu_count` ({gpu_count}), got {tp_size}"));
     }
     let max_model_len = check.int("max_model_len", raw.max_model_len, 4096, 16..=10_485_760);
 
     let (serverless_provider, serverless_provider_auto) =
         choose_serverless_provider(&mut check, raw.serverless_provider, &gpu, catalog);
     if serverless_provider == ServerlessProvider::Cloudrun && gpu_count > 1 {
-        check.fail(
-            "gpu_count",
-            format!("cloudrun gives exactly one GPU per instance, got {gpu_count}"),
-        );
+        check.fail("gpu_count", format!("cloudrun gives exactly one GPU per instance, got {gpu_count}"));
     }
     let spots_cloud = check.choice("spots_cloud", raw.spots_cloud, SpotCloud::Aws);
     let cold_start_mode = check.choice("cold_start_mode", raw.cold_start_mode, ColdStartMode::FastBoot);
@@ -118,10 +107,7 @@ pub(crate) fn validate(
     }
     let router = router_config(&mut check, raw.router, &scaling.serverless);
     if public && !router.api_keys.is_empty() {
-        check.fail(
-            "router.api_keys",
-            "`public: true` turns client auth off; remove the keys or `public`",
-        );
+        check.fail("router.api_keys", "`public: true` turns client auth off; remove the keys or `public`");
     }
 
     DeploymentSpec {
@@ -153,20 +139,10 @@ fn choose_serverless_provider(
     gpu: &str,
     catalog: &Catalog,
 ) -> (ServerlessProvider, bool) {
-    let offering = || {
-        catalog
-            .serverless_offers(gpu)
-            .iter()
-            .map(|o| o.provider)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let offering = || catalog.serverless_offers(gpu).iter().map(|o| o.provider).collect::<Vec<_>>().join(", ");
     match requested.as_deref() {
         None | Some("auto") => {
-            match catalog
-                .cheapest_serverless(gpu)
-                .and_then(|o| ServerlessProvider::parse(o.provider))
-            {
+            match catalog.cheapest_serverless(gpu).and_then(|o| ServerlessProvider::parse(o.provider)) {
                 Some(provider) => (provider, true),
                 None => {
                     if !gpu.is_empty() {
@@ -185,11 +161,8 @@ fn choose_serverless_provider(
                 provider != ServerlessProvider::Local && catalog.serverless_price(provider.as_str(), gpu).is_none();
             if unpriced && !gpu.is_empty() {
                 let others = offering();
-                let hint = if others.is_empty() {
-                    "no provider does".to_string()
-                } else {
-                    format!("offered by: {others}")
-                };
+                let hint =
+                    if others.is_empty() { "no provider does".to_string() } else { format!("offered by: {others}") };
                 check.fail("serverless_provider", format!("{provider} has no {gpu} GPUs; {hint}"));
             }
             (provider, false)
@@ -200,25 +173,10 @@ fn choose_serverless_provider(
 fn spot_policy(check: &mut Checker, raw: RawSpotPolicy) -> SpotPolicy {
     let default = SpotPolicy::default();
     let policy = SpotPolicy {
-        min_replicas: check.int(
-            "scaling.spot.min_replicas",
-            raw.min_replicas,
-            default.min_replicas,
-            0..=100,
-        ),
-        max_replicas: check.int(
-            "scaling.spot.max_replicas",
-            raw.max_replicas,
-            default.max_replicas,
-            1..=100,
-        ),
+        min_replicas: check.int("scaling.spot.min_replicas", raw.min_replicas, default.min_replicas, 0..=100),
+        max_replicas: check.int("scaling.spot.max_replicas", raw.max_replicas, default.max_replicas, 1..=100),
         target_qps: check.positive("scaling.spot.target_qps", raw.target_qps, default.target_qps, 100_000.0),
-        upscale_delay: check.int(
-            "scaling.spot.upscale_delay",
-            raw.upscale_delay,
-            default.upscale_delay,
-            0..=3600,
-        ),
+        upscale_delay: check.int("scaling.spot.upscale_delay", raw.upscale_delay, default.upscale_delay, 0..=3600),
         downscale_delay: check.int(
             "scaling.spot.downscale_delay",
             raw.downscale_delay,
@@ -229,10 +187,7 @@ fn spot_policy(check: &mut Checker, raw: RawSpotPolicy) -> SpotPolicy {
     if policy.min_replicas > policy.max_replicas {
         check.fail(
             "scaling.spot.min_replicas",
-            format!(
-                "must not exceed `spot.max_replicas` ({}), got {}",
-                policy.max_replicas, policy.min_replicas
-            ),
+            format!("must not exceed `spot.max_replicas` ({}), got {}", policy.max_replicas, policy.min_replicas),
         );
     }
     policy
@@ -257,10 +212,7 @@ fn serverless_policy(check: &mut Checker, raw: RawServerlessPolicy) -> Serverles
     if policy.workers_min > policy.workers_max {
         check.fail(
             &path("workers_min"),
-            format!(
-                "must not exceed `serverless.workers_max` ({}), got {}",
-                policy.workers_max, policy.workers_min
-            ),
+            format!("must not exceed `serverless.workers_max` ({}), got {}", policy.workers_max, policy.workers_min),
         );
     }
     policy
@@ -271,10 +223,7 @@ fn router_config(check: &mut Checker, raw: RawRouter, serverless: &ServerlessPol
     let listen = match raw.listen {
         None => default.listen,
         Some(text) => text.parse::<SocketAddr>().unwrap_or_else(|_| {
-            check.fail(
-                "router.listen",
-                format!("`{text}` is not an address such as `0.0.0.0:8080`"),
-            );
+            check.fail("router.listen", format!("`{text}` is not an address such as `0.0.0.0:8080`"));
             default.listen
         }),
     };
@@ -290,12 +239,7 @@ fn router_config(check: &mut Checker, raw: RawRouter, serverless: &ServerlessPol
         api_keys,
         admin_key: raw.admin_key.and_then(|s| check.secret("router.admin_key", s)),
         health_public: raw.health_public.unwrap_or(default.health_public),
-        connect_timeout: check.seconds(
-            "router.connect_timeout",
-            raw.connect_timeout,
-            default.connect_timeout,
-            300.0,
-        ),
+        connect_timeout: check.seconds("router.connect_timeout", raw.connect_timeout, default.connect_timeout, 300.0),
         first_byte_timeout: check.seconds(
             "router.first_byte_timeout",
             raw.first_byte_timeout,
@@ -303,12 +247,7 @@ fn router_config(check: &mut Checker, raw: RawRouter, serverless: &ServerlessPol
             86_400.0,
         ),
         idle_timeout: check.seconds("router.idle_timeout", raw.idle_timeout, default.idle_timeout, 86_400.0),
-        max_body_bytes: check.int(
-            "router.max_body_bytes",
-            raw.max_body_bytes,
-            default.max_body_bytes,
-            1..=1 << 30,
-        ),
+        max_body_bytes: check.int("router.max_body_bytes", raw.max_body_bytes, default.max_body_bytes, 1..=1 << 30),
         max_concurrent_requests: check.int(
             "router.max_concurrent_requests",
             raw.max_concurrent_requests,
@@ -320,12 +259,7 @@ fn router_config(check: &mut Checker, raw: RawRouter, serverless: &ServerlessPol
             other => check.seconds("router.queue_timeout", other, default.queue_timeout, 3600.0),
         },
         max_attempts: check.int("router.max_attempts", raw.max_attempts, default.max_attempts, 1..=10),
-        spot_capacity: check.int(
-            "router.spot_capacity",
-            raw.spot_capacity,
-            default.spot_capacity,
-            1..=4096,
-        ),
+        spot_capacity: check.int("router.spot_capacity", raw.spot_capacity, default.spot_capacity, 1..=4096),
     }
 }
 
@@ -340,10 +274,7 @@ impl Checker<'_> {
     }
 
     fn missing(&mut self, key: &str, flag: &str, example: &str) -> String {
-        self.fail(
-            key,
-            format!("is required: set `{key}:` in the file or pass {flag} ({example})"),
-        );
+        self.fail(key, format!("is required: set `{key}:` in the file or pass {flag} ({example})"));
         String::new()
     }
 
@@ -355,10 +286,7 @@ impl Checker<'_> {
         match T::try_from(value) {
             Ok(v) if range.contains(&v) => v,
             _ => {
-                self.fail(
-                    path,
-                    format!("must be between {} and {}, got {value}", range.start(), range.end()),
-                );
+                self.fail(path, format!("must be between {} and {}, got {value}", range.start(), range.end()));
                 default
             }
         }
@@ -407,10 +335,7 @@ impl Checker<'_> {
                 if valid {
                     Some(SecretRef::Env(name))
                 } else {
-                    self.fail(
-                        &format!("{path}.env"),
-                        format!("`{name}` is not an environment variable name"),
-                    );
+                    self.fail(&format!("{path}.env"), format!("`{name}` is not an environment variable name"));
                     None
                 }
             }

@@ -20,18 +20,12 @@ impl Environment {
         Self {
             vars: Box::new(|name| std::env::var(name).ok()),
             home: std::env::var_os("HOME").map(PathBuf::from),
-            path: std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).collect())
-                .unwrap_or_default(),
+            path: std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default(),
         }
     }
 
     pub fn new(vars: impl Fn(&str) -> Option<String> + 'static, home: Option<PathBuf>, path: Vec<PathBuf>) -> Self {
-        Self {
-            vars: Box::new(vars),
-            home,
-            path,
-        }
+        Self { vars: Box::new(vars), home, path }
     }
 
     fn var(&self, name: &str) -> Option<String> {
@@ -49,8 +43,7 @@ impl Environment {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The credential sets Tandemn can use.
@@ -111,21 +104,14 @@ pub fn probe(account: Account, env: &Environment) -> CredentialStatus {
     let ready = match account {
         Account::Runpod => {
             let key = env.var("RUNPOD_API_KEY").is_some();
-            note(
-                key,
-                "RUNPOD_API_KEY is set",
-                "set RUNPOD_API_KEY to a RunPod API key",
-                &mut found,
-                &mut missing,
-            );
+            note(key, "RUNPOD_API_KEY is set", "set RUNPOD_API_KEY to a RunPod API key", &mut found, &mut missing);
             key
         }
         Account::Modal => {
             let token = if env.var("MODAL_TOKEN_ID").is_some() && env.var("MODAL_TOKEN_SECRET").is_some() {
                 Some("MODAL_TOKEN_ID and MODAL_TOKEN_SECRET are set".to_string())
             } else {
-                env.home_file(".modal.toml")
-                    .map(|p| format!("token file {}", p.display()))
+                env.home_file(".modal.toml").map(|p| format!("token file {}", p.display()))
             };
             let cli = env.command("modal");
             note_found(
@@ -143,39 +129,22 @@ pub fn probe(account: Account, env: &Environment) -> CredentialStatus {
             found.len() == 2
         }
         Account::Gcp => {
-            let explicit = env
-                .var("GOOGLE_APPLICATION_CREDENTIALS")
-                .map(PathBuf::from)
-                .filter(|p| p.is_file());
+            let explicit = env.var("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from).filter(|p| p.is_file());
             let credentials = explicit
                 .map(|p| format!("GOOGLE_APPLICATION_CREDENTIALS file {}", p.display()))
                 .or_else(|| {
                     env.home_file(".config/gcloud/application_default_credentials.json")
                         .map(|p| format!("application default credentials {}", p.display()))
                 })
-                .or_else(|| {
-                    env.command("gcloud")
-                        .map(|p| format!("`gcloud` CLI at {}", p.display()))
-                });
-            note_found(
-                &credentials,
-                "run `gcloud auth application-default login`",
-                &mut found,
-                &mut missing,
-            );
+                .or_else(|| env.command("gcloud").map(|p| format!("`gcloud` CLI at {}", p.display())));
+            note_found(&credentials, "run `gcloud auth application-default login`", &mut found, &mut missing);
             credentials.is_some()
         }
         Account::Skypilot => {
-            let endpoint = env
-                .var("SKYPILOT_API_SERVER_ENDPOINT")
-                .map(|_| "SKYPILOT_API_SERVER_ENDPOINT is set".to_string());
+            let endpoint =
+                env.var("SKYPILOT_API_SERVER_ENDPOINT").map(|_| "SKYPILOT_API_SERVER_ENDPOINT is set".to_string());
             let sky = endpoint.or_else(|| env.command("sky").map(|p| format!("`sky` CLI at {}", p.display())));
-            note_found(
-                &sky,
-                "install SkyPilot (`pip install skypilot`) and run `sky check`",
-                &mut found,
-                &mut missing,
-            );
+            note_found(&sky, "install SkyPilot (`pip install skypilot`) and run `sky check`", &mut found, &mut missing);
             sky.is_some()
         }
         Account::Local => {
@@ -183,20 +152,11 @@ pub fn probe(account: Account, env: &Environment) -> CredentialStatus {
             true
         }
     };
-    CredentialStatus {
-        account,
-        ready,
-        found,
-        missing,
-    }
+    CredentialStatus { account, ready, found, missing }
 }
 
 fn note(present: bool, yes: &str, fix: &str, found: &mut Vec<String>, missing: &mut Vec<String>) {
-    if present {
-        found.push(yes.to_string())
-    } else {
-        missing.push(fix.to_string())
-    }
+    if present { found.push(yes.to_string()) } else { missing.push(fix.to_string()) }
 }
 
 fn note_found(what: &Option<String>, fix: &str, found: &mut Vec<String>, missing: &mut Vec<String>) {
@@ -242,19 +202,11 @@ mod tests {
         let bin = tempfile::tempdir().unwrap();
         std::fs::write(home.path().join(".modal.toml"), "[default]\ntoken_id = \"ak-SECRET\"\n").unwrap();
         std::fs::create_dir_all(home.path().join(".config/gcloud")).unwrap();
-        std::fs::write(
-            home.path().join(".config/gcloud/application_default_credentials.json"),
-            "{}",
-        )
-        .unwrap();
+        std::fs::write(home.path().join(".config/gcloud/application_default_credentials.json"), "{}").unwrap();
         install(bin.path(), "modal");
         install(bin.path(), "sky");
         std::fs::write(bin.path().join("gcloud"), "not executable").unwrap();
-        let env = environment(
-            &[("RUNPOD_API_KEY", "rp-SECRET")],
-            home.path(),
-            vec![bin.path().to_path_buf()],
-        );
+        let env = environment(&[("RUNPOD_API_KEY", "rp-SECRET")], home.path(), vec![bin.path().to_path_buf()]);
         for account in Account::ALL {
             let status = probe(account, &env);
             assert!(status.ready, "{account:?}: {status:?}");
@@ -267,11 +219,7 @@ mod tests {
     #[test]
     fn modal_needs_both_a_token_and_the_cli() {
         let home = tempfile::tempdir().unwrap();
-        let env = environment(
-            &[("MODAL_TOKEN_ID", "ak-1"), ("MODAL_TOKEN_SECRET", "as-1")],
-            home.path(),
-            vec![],
-        );
+        let env = environment(&[("MODAL_TOKEN_ID", "ak-1"), ("MODAL_TOKEN_SECRET", "as-1")], home.path(), vec![]);
         let status = probe(Account::Modal, &env);
         assert!(!status.ready);
         assert_eq!(status.missing, ["install the CLI: `pip install modal`"]);

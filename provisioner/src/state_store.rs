@@ -42,11 +42,7 @@ pub enum StoreError {
     #[error("{path} was written by a newer tandemn (schema version {found}, this one knows {known}); upgrade tandemn")]
     NewerSchema { path: PathBuf, found: usize, known: usize },
     #[error("{path}: deployment `{name}` has an unreadable record: {detail}")]
-    Corrupt {
-        path: PathBuf,
-        name: String,
-        detail: String,
-    },
+    Corrupt { path: PathBuf, name: String, detail: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -120,28 +116,13 @@ impl StateStore {
     /// Opens (creating if needed) the store in `dir`; the directory is made 0700 and
     /// the database 0600 before SQLite writes anything to it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let io = |path: &Path, source| StoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| io(dir, e))?;
+        let io = |path: &Path, source| StoreError::Io { path: path.to_path_buf(), source };
+        DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| io(dir, e))?;
         let path = dir.join(FILE_NAME);
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| io(&path, e))?;
+        OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(|e| io(&path, e))?;
         std::fs::set_permissions(&path, Permissions::from_mode(0o600)).map_err(|e| io(&path, e))?;
 
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
         let connection = Connection::open(&path).map_err(sqlite)?;
         connection.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
         connection.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
@@ -156,28 +137,15 @@ impl StateStore {
     }
 
     fn sqlite(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        |source| StoreError::Sqlite { path: self.path.clone(), source }
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let applied: usize = self
-            .connection
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(sqlite)?;
+        let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
+        let applied: usize = self.connection.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
         if applied > MIGRATIONS.len() {
-            return Err(StoreError::NewerSchema {
-                path: path.clone(),
-                found: applied,
-                known: MIGRATIONS.len(),
-            });
+            return Err(StoreError::NewerSchema { path: path.clone(), found: applied, known: MIGRATIONS.len() });
         }
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
             let tx = self.connection.transaction().map_err(sqlite)?;
@@ -233,14 +201,9 @@ impl StateStore {
     }
 
     pub fn deployment(&self, service_name: &str) -> Result<Option<Deployment>, StoreError> {
-        let mut statement = self
-            .connection
-            .prepare(&format!("{SELECT} WHERE service_name = ?1"))
-            .map_err(self.sqlite())?;
-        let raw = statement
-            .query_row([service_name], RawRow::read)
-            .optional()
-            .map_err(self.sqlite())?;
+        let mut statement =
+            self.connection.prepare(&format!("{SELECT} WHERE service_name = ?1")).map_err(self.sqlite())?;
+        let raw = statement.query_row([service_name], RawRow::read).optional().map_err(self.sqlite())?;
         raw.map(|raw| raw.into_deployment(&self.path)).transpose()
     }
 
@@ -248,9 +211,7 @@ impl StateStore {
     pub fn deployments(&self, status: Option<DeploymentStatus>) -> Result<Vec<Deployment>, StoreError> {
         let mut statement = self
             .connection
-            .prepare(&format!(
-                "{SELECT} WHERE ?1 IS NULL OR status = ?1 ORDER BY created_at_ms DESC, service_name"
-            ))
+            .prepare(&format!("{SELECT} WHERE ?1 IS NULL OR status = ?1 ORDER BY created_at_ms DESC, service_name"))
             .map_err(self.sqlite())?;
         let rows = statement
             .query_map([status.map(DeploymentStatus::as_str)], RawRow::read)
@@ -297,11 +258,8 @@ impl RawRow {
     }
 
     fn into_deployment(self, path: &Path) -> Result<Deployment, StoreError> {
-        let corrupt = |detail: String| StoreError::Corrupt {
-            path: path.to_path_buf(),
-            name: self.service_name.clone(),
-            detail,
-        };
+        let corrupt =
+            |detail: String| StoreError::Corrupt { path: path.to_path_buf(), name: self.service_name.clone(), detail };
         let status = DeploymentStatus::parse(&self.status)
             .ok_or_else(|| corrupt(format!("unknown status `{}`", self.status)))?;
         let config = serde_json::from_str(&self.config_json).map_err(|e| corrupt(format!("config: {e}")))?;
@@ -322,8 +280,7 @@ impl RawRow {
 }
 
 fn millis(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn time(millis: i64) -> SystemTime {
@@ -341,12 +298,7 @@ mod tests {
             Override::text("model", "--model", "Qwen/Qwen3-0.6B"),
             Override::text("gpu", "--gpu", "L4"),
         ];
-        Sources {
-            overrides,
-            ..Sources::default()
-        }
-        .load(Catalog::embedded())
-        .unwrap()
+        Sources { overrides, ..Sources::default() }.load(Catalog::embedded()).unwrap()
     }
 
     #[test]
@@ -361,10 +313,7 @@ mod tests {
         let wal = home.join(format!("{FILE_NAME}-wal"));
         assert!(wal.exists(), "WAL journal is in use");
         assert_eq!(mode(&wal), 0o600);
-        let journal: String = store
-            .connection
-            .pragma_query_value(None, "journal_mode", |r| r.get(0))
-            .unwrap();
+        let journal: String = store.connection.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
         assert_eq!(journal, "wal");
     }
 
@@ -383,33 +332,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = StateStore::open(dir.path()).unwrap();
-            store
-                .save_deployment(&spec("first"), DeploymentStatus::Deploying)
-                .unwrap();
-            store
-                .save_deployment(&spec("second"), DeploymentStatus::Active)
-                .unwrap();
+            store.save_deployment(&spec("first"), DeploymentStatus::Deploying).unwrap();
+            store.save_deployment(&spec("second"), DeploymentStatus::Active).unwrap();
             assert!(store.set_status("first", DeploymentStatus::Failed).unwrap());
             assert!(!store.set_status("missing", DeploymentStatus::Failed).unwrap());
         }
         let store = StateStore::open(dir.path()).unwrap();
         let first = store.deployment("first").unwrap().unwrap();
         assert_eq!(first.status, DeploymentStatus::Failed);
-        assert_eq!(
-            (first.model.as_str(), first.gpu.as_str(), first.gpu_count),
-            ("Qwen/Qwen3-0.6B", "L4", 1)
-        );
+        assert_eq!((first.model.as_str(), first.gpu.as_str(), first.gpu_count), ("Qwen/Qwen3-0.6B", "L4", 1));
         assert_eq!(first.serverless_provider, "runpod");
         assert_eq!(first.config["scaling"]["spot"]["max_replicas"], 8);
         assert!(store.deployment("missing").unwrap().is_none());
 
         let names = |status| -> Vec<String> {
-            store
-                .deployments(status)
-                .unwrap()
-                .into_iter()
-                .map(|d| d.service_name)
-                .collect()
+            store.deployments(status).unwrap().into_iter().map(|d| d.service_name).collect()
         };
         assert_eq!(names(None).len(), 2);
         assert_eq!(names(Some(DeploymentStatus::Active)), ["second"]);
@@ -421,13 +358,8 @@ mod tests {
     fn saving_again_keeps_the_creation_time() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        store
-            .save_deployment(&spec("svc"), DeploymentStatus::Deploying)
-            .unwrap();
-        store
-            .connection
-            .execute("UPDATE deployments SET created_at_ms = 1000", [])
-            .unwrap();
+        store.save_deployment(&spec("svc"), DeploymentStatus::Deploying).unwrap();
+        store.connection.execute("UPDATE deployments SET created_at_ms = 1000", []).unwrap();
         store.save_deployment(&spec("svc"), DeploymentStatus::Active).unwrap();
         let record = store.deployment("svc").unwrap().unwrap();
         assert_eq!(record.created_at, time(1000));
@@ -439,15 +371,9 @@ mod tests {
     fn migrations_are_counted_and_a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        let version: usize = store
-            .connection
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
+        let version: usize = store.connection.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
-        store
-            .connection
-            .pragma_update(None, "user_version", MIGRATIONS.len() + 1)
-            .unwrap();
+        store.connection.pragma_update(None, "user_version", MIGRATIONS.len() + 1).unwrap();
         drop(store);
         let err = StateStore::open(dir.path()).err().unwrap();
         assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");

@@ -21,17 +21,11 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
                 for line in super::deploy::summary(&spec).lines() {
                     println(&format!("  {line}"));
                 }
-                needed = vec![
-                    Account::for_serverless(spec.serverless_provider),
-                    Account::for_spot(spec.spots_cloud),
-                ];
+                needed = vec![Account::for_serverless(spec.serverless_provider), Account::for_spot(spec.spots_cloud)];
             }
             Err(error) => {
                 problems = error.violations.len();
-                println(&format!(
-                    "Configuration: {problems} problem{}",
-                    if problems == 1 { "" } else { "s" }
-                ));
+                println(&format!("Configuration: {problems} problem{}", if problems == 1 { "" } else { "s" }));
                 for violation in &error.violations {
                     println(&format!("  {violation}"));
                 }
@@ -45,16 +39,8 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
     for account in Account::ALL {
         let status = probe(account, &env);
         let mark = if status.ready { "ok" } else { "missing" };
-        let needed_note = if needed.contains(&account) {
-            " (needed by this deployment)"
-        } else {
-            ""
-        };
-        println(&format!(
-            "  [{mark:<7}] {:<9} {}{needed_note}",
-            account.name(),
-            status.found.join("; ")
-        ));
+        let needed_note = if needed.contains(&account) { " (needed by this deployment)" } else { "" };
+        println(&format!("  [{mark:<7}] {:<9} {}{needed_note}", account.name(), status.found.join("; ")));
         for fix in &status.missing {
             println(&format!("              fix: {fix}"));
         }
@@ -67,10 +53,7 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
         return Err(UsageError(format!("the configuration has {problems} problem(s), listed above")).into());
     }
     if !missing.is_empty() {
-        anyhow::bail!(
-            "this deployment needs credentials that are missing: {}",
-            missing.join(", ")
-        );
+        anyhow::bail!("this deployment needs credentials that are missing: {}", missing.join(", "));
     }
     Ok(())
 }

@@ -21,27 +21,17 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
 /// A few lines that say what a spec will deploy, with prices from the catalog.
 pub fn summary(spec: &DeploymentSpec) -> String {
     let catalog = Catalog::embedded();
-    let name_note = if spec.service_name_generated {
-        " (generated; fix it with --service-name)"
-    } else {
-        ""
-    };
+    let name_note = if spec.service_name_generated { " (generated; fix it with --service-name)" } else { "" };
     let serverless_price = catalog
         .serverless_price(spec.serverless_provider.as_str(), &spec.gpu)
         .map_or(String::new(), |p| format!(" at {}", usd_per_hour(p.usd_per_hour)));
-    let why = if spec.serverless_provider_auto {
-        " (cheapest for this GPU)"
-    } else {
-        ""
-    };
+    let why = if spec.serverless_provider_auto { " (cheapest for this GPU)" } else { "" };
     let spot_price = match spec.spots_cloud {
         SpotCloud::Local => String::new(),
         cloud => catalog
             .spot_price(cloud.as_str(), &spec.gpu)
             .and_then(|p| p.spot_usd_per_hour)
-            .map_or(" (no catalog spot price for this GPU)".to_string(), |p| {
-                format!(" at {} spot", usd_per_hour(p))
-            }),
+            .map_or(" (no catalog spot price for this GPU)".to_string(), |p| format!(" at {} spot", usd_per_hour(p))),
     };
     let spot = &spec.scaling.spot;
     let serverless = &spec.scaling.serverless;

@@ -26,21 +26,9 @@ pub fn run(args: &ListArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut table = Table::new([
-        "SERVICE NAME",
-        "STATUS",
-        "MODEL",
-        "GPU",
-        "SERVERLESS",
-        "SPOT",
-        "CREATED",
-    ]);
+    let mut table = Table::new(["SERVICE NAME", "STATUS", "MODEL", "GPU", "SERVERLESS", "SPOT", "CREATED"]);
     for d in &deployments {
-        let gpu = if d.gpu_count == 1 {
-            d.gpu.clone()
-        } else {
-            format!("{}x{}", d.gpu_count, d.gpu)
-        };
+        let gpu = if d.gpu_count == 1 { d.gpu.clone() } else { format!("{}x{}", d.gpu_count, d.gpu) };
         table.row(vec![
             d.service_name.clone(),
             d.status.as_str().to_string(),

@@ -20,22 +20,14 @@ struct GpuPrices<'a> {
 impl<'a> GpuPrices<'a> {
     fn of(catalog: &'a Catalog, gpu: &'a GpuSpec, provider: Option<&str>) -> Self {
         let shown = |name: &str| provider.is_none_or(|p| p == name);
-        let serverless: Vec<Offer> = catalog
-            .serverless_offers(&gpu.name)
-            .into_iter()
-            .filter(|o| shown(o.provider))
-            .collect();
+        let serverless: Vec<Offer> =
+            catalog.serverless_offers(&gpu.name).into_iter().filter(|o| shown(o.provider)).collect();
         let spot = catalog
             .spot_clouds()
             .filter(|cloud| shown(cloud))
             .filter_map(|cloud| catalog.spot_price(cloud, &gpu.name).map(|p| (cloud, p)))
             .collect();
-        Self {
-            gpu,
-            cheapest: catalog.cheapest_serverless(&gpu.name),
-            serverless,
-            spot,
-        }
+        Self { gpu, cheapest: catalog.cheapest_serverless(&gpu.name), serverless, spot }
     }
 
     fn is_empty(&self) -> bool {
@@ -88,20 +80,14 @@ pub fn run(args: &ShowGpusArgs) -> anyhow::Result<()> {
     if let Some(provider) = &args.provider {
         let known: Vec<&str> = catalog.serverless_providers().chain(catalog.spot_clouds()).collect();
         if !known.contains(&provider.as_str()) {
-            return Err(UsageError(format!(
-                "unknown provider `{provider}`; choose one of {}",
-                known.join(", ")
-            ))
-            .into());
+            return Err(UsageError(format!("unknown provider `{provider}`; choose one of {}", known.join(", "))).into());
         }
     }
     let provider = args.provider.as_deref();
 
     if let Some(name) = &args.gpu {
         let gpu = catalog.gpu(name).ok_or_else(|| {
-            let hint = catalog
-                .suggest_gpu(name)
-                .map_or(String::new(), |s| format!("; did you mean `{s}`?"));
+            let hint = catalog.suggest_gpu(name).map_or(String::new(), |s| format!("; did you mean `{s}`?"));
             UsageError(format!("unknown GPU `{name}`{hint} (`tandemn show-gpus` lists them)"))
         })?;
         let prices = GpuPrices::of(catalog, gpu, provider);
@@ -113,12 +99,8 @@ pub fn run(args: &ShowGpusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let mut rows: Vec<GpuPrices> = catalog
-        .gpus
-        .iter()
-        .map(|gpu| GpuPrices::of(catalog, gpu, provider))
-        .filter(|p| !p.is_empty())
-        .collect();
+    let mut rows: Vec<GpuPrices> =
+        catalog.gpus.iter().map(|gpu| GpuPrices::of(catalog, gpu, provider)).filter(|p| !p.is_empty()).collect();
     rows.sort_by_key(|p| p.gpu.vram_gb);
     if args.json {
         let all: Vec<_> = rows.iter().map(|p| p.json(catalog)).collect();
@@ -146,35 +128,19 @@ fn table(catalog: &Catalog, rows: &[GpuPrices], provider: Option<&str>) -> Strin
     for prices in rows {
         let mut cells = vec![prices.gpu.name.clone(), format!("{} GB", prices.gpu.vram_gb)];
         for name in &serverless {
-            let cell = prices
-                .serverless
-                .iter()
-                .find(|o| o.provider == *name)
-                .map_or("-".to_string(), |o| {
-                    let mark = if prices.cheapest.is_some_and(|c| c.provider == *name) {
-                        "*"
-                    } else {
-                        ""
-                    };
-                    format!("{}{mark}", usd_per_hour(o.price.usd_per_hour))
-                });
+            let cell = prices.serverless.iter().find(|o| o.provider == *name).map_or("-".to_string(), |o| {
+                let mark = if prices.cheapest.is_some_and(|c| c.provider == *name) { "*" } else { "" };
+                format!("{}{mark}", usd_per_hour(o.price.usd_per_hour))
+            });
             cells.push(cell);
         }
         for cloud in &clouds {
             let price = prices.spot.iter().find(|(c, _)| c == cloud).map(|(_, p)| *p);
-            cells.push(
-                price
-                    .and_then(|p| p.spot_usd_per_hour)
-                    .map_or("-".to_string(), usd_per_hour),
-            );
+            cells.push(price.and_then(|p| p.spot_usd_per_hour).map_or("-".to_string(), usd_per_hour));
             cells.push(price.map_or("-".to_string(), |p| usd_per_hour(p.on_demand_usd_per_hour)));
         }
         if !clouds.is_empty() {
-            cells.push(
-                prices
-                    .spot_savings()
-                    .map_or("-".to_string(), |(_, _, pct)| savings(pct)),
-            );
+            cells.push(prices.spot_savings().map_or("-".to_string(), |(_, _, pct)| savings(pct)));
         }
         table.row(cells);
     }
@@ -189,11 +155,7 @@ fn table(catalog: &Catalog, rows: &[GpuPrices], provider: Option<&str>) -> Strin
 
 fn detail(catalog: &Catalog, prices: &GpuPrices) -> String {
     let gpu = prices.gpu;
-    let aliases = if gpu.aliases.is_empty() {
-        "-".to_string()
-    } else {
-        gpu.aliases.join(", ")
-    };
+    let aliases = if gpu.aliases.is_empty() { "-".to_string() } else { gpu.aliases.join(", ") };
     let mut out = format!(
         "GPU:      {}\nName:     {}\nVRAM:     {} GB\nArch:     {}\nAliases:  {aliases}\n\n",
         gpu.name, gpu.full_name, gpu.vram_gb, gpu.arch
@@ -205,13 +167,7 @@ fn detail(catalog: &Catalog, prices: &GpuPrices) -> String {
     for offer in &serverless {
         let price = offer.price;
         let rate = usd_per_hour(price.usd_per_hour);
-        table.row(vec![
-            offer.provider.into(),
-            "serverless".into(),
-            rate,
-            price.id.clone(),
-            as_of(&price.source),
-        ]);
+        table.row(vec![offer.provider.into(), "serverless".into(), rate, price.id.clone(), as_of(&price.source)]);
     }
     for (cloud, price) in &prices.spot {
         let instance = format!("{}, {}", price.instance_type, price.region);
@@ -225,13 +181,7 @@ fn detail(catalog: &Catalog, prices: &GpuPrices) -> String {
             ]);
         }
         let on_demand = usd_per_hour(price.on_demand_usd_per_hour);
-        table.row(vec![
-            cloud.to_string(),
-            "on-demand".into(),
-            on_demand,
-            instance,
-            as_of(&price.source),
-        ]);
+        table.row(vec![cloud.to_string(), "on-demand".into(), on_demand, instance, as_of(&price.source)]);
     }
     if prices.is_empty() {
         out.push_str("No prices for this GPU from the chosen provider.\n");

@@ -68,17 +68,15 @@ pub struct Report {
     pub backends: BTreeMap<String, u64>,
     /// Requests per tier (the backend value up to its first `/`).
     pub tiers: BTreeMap<String, u64>,
+    /// The load generator's own CPU use over the run, in percent of one core.
+    pub client_cpu_percent: Option<f64>,
 }
 
 impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let stream = if self.streaming { "streaming" } else { "non-streaming" };
-        let _ = writeln!(
-            out,
-            "{} ({}, {stream}) for {:.1} s",
-            self.url, self.mode, self.duration_secs
-        );
+        let _ = writeln!(out, "{} ({}, {stream}) for {:.1} s", self.url, self.mode, self.duration_secs);
         let _ = writeln!(
             out,
             "requests {}  ok {}  failed {}  {:.1} req/s  {} output tokens  {:.0} tok/s\n",
@@ -94,16 +92,15 @@ impl Report {
             "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "ms", "count", "mean", "p50", "p90", "p99", "max"
         );
-        for (name, s) in [
-            ("ttft", &self.ttft_ms),
-            ("inter-token", &self.itl_ms),
-            ("latency", &self.latency_ms),
-        ] {
+        for (name, s) in [("ttft", &self.ttft_ms), ("inter-token", &self.itl_ms), ("latency", &self.latency_ms)] {
             let _ = writeln!(
                 out,
                 "{name:<12} {:>9} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
                 s.count, s.mean, s.p50, s.p90, s.p99, s.max
             );
+        }
+        if let Some(cpu) = self.client_cpu_percent {
+            let _ = writeln!(out, "\nload generator CPU: {cpu:.0}% of one core");
         }
         if !self.errors.is_empty() {
             let errors: Vec<String> = self.errors.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
@@ -143,17 +140,7 @@ mod tests {
     #[test]
     fn summaries_sort_their_samples() {
         let summary = Summary::of(vec![5.0, 1.0, 3.0, 2.0, 4.0]);
-        assert_eq!(
-            summary,
-            Summary {
-                count: 5,
-                mean: 3.0,
-                p50: 3.0,
-                p90: 4.6,
-                p99: 4.96,
-                max: 5.0
-            }
-        );
+        assert_eq!(summary, Summary { count: 5, mean: 3.0, p50: 3.0, p90: 4.6, p99: 4.96, max: 5.0 });
         assert_eq!(Summary::of(Vec::new()), Summary::default());
         let spread: Vec<f64> = (1..=1000).map(f64::from).collect();
         let summary = Summary::of(spread.into_iter().rev().collect());

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use memchr::memmem;
 use serde_json::{Value, json};
 
 /// Which OpenAI endpoint the load uses.
@@ -55,10 +56,7 @@ impl Target {
             Api::Chat => "/v1/chat/completions",
             Api::Completions => "/v1/completions",
         };
-        let mut request = self
-            .client
-            .post(format!("{}{path}", self.url))
-            .json(&self.body(input_tokens, output_tokens));
+        let mut request = self.client.post(format!("{}{path}", self.url)).json(&self.body(input_tokens, output_tokens));
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
@@ -68,11 +66,7 @@ impl Target {
             Ok(response) => response,
             Err(error) => return failed(outcome, started, classify(&error)),
         };
-        outcome.backend = response
-            .headers()
-            .get("x-tandemn-backend")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        outcome.backend = response.headers().get("x-tandemn-backend").and_then(|v| v.to_str().ok()).map(str::to_string);
         let status = response.status();
         if !status.is_success() {
             let _ = response.bytes().await;
@@ -122,11 +116,9 @@ async fn read_whole(mut outcome: Outcome, response: reqwest::Response, started: 
 /// Reads SSE as it arrives. Each event is stamped with the time of the read that
 /// completed it, which is exactly when the client could have used it.
 async fn read_stream(mut outcome: Outcome, mut response: reqwest::Response, started: Instant) -> Outcome {
-    let mut buffer: Vec<u8> = Vec::new();
-    let mut last_token: Option<Instant> = None;
-    let mut token_events = 0_u64;
-    let mut usage_tokens = None;
-    let mut done = false;
+    let mut scan = StreamScan { started, last_token: None, token_events: 0, usage_tokens: None, done: false };
+    // Bytes of an event split across reads; most reads hold whole events and skip it.
+    let mut partial: Vec<u8> = Vec::new();
     loop {
         let bytes = match response.chunk().await {
             Ok(Some(bytes)) => bytes,
@@ -134,54 +126,68 @@ async fn read_stream(mut outcome: Outcome, mut response: reqwest::Response, star
             Err(error) => return failed(outcome, started, classify(&error)),
         };
         let now = Instant::now();
-        buffer.extend_from_slice(&bytes);
-        let mut consumed = 0;
-        while let Some(end) = find(&buffer[consumed..], b"\n\n") {
-            let event = &buffer[consumed..consumed + end];
-            consumed += end + 2;
-            let Some(data) = event.strip_prefix(b"data: ") else {
-                continue;
-            };
-            outcome.ttft.get_or_insert(now - started);
-            if data == b"[DONE]" {
-                done = true;
-                continue;
-            }
-            // Parse JSON only for the rare events that need it; token events are counted.
-            if contains(data, b"\"error\"") {
-                return failed(outcome, started, "stream_error".to_string());
-            }
-            if contains(data, b"\"usage\"") {
-                let parsed: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
-                if let Some(tokens) = parsed["usage"]["completion_tokens"].as_u64() {
-                    usage_tokens = Some(tokens);
-                }
-                if parsed["choices"].as_array().is_some_and(Vec::is_empty) {
-                    continue;
-                }
-            }
-            token_events += 1;
-            if let Some(previous) = last_token {
-                outcome
-                    .gaps_us
-                    .push(u32::try_from((now - previous).as_micros()).unwrap_or(u32::MAX));
-            }
-            last_token = Some(now);
+        let result = if partial.is_empty() {
+            scan.events(&bytes, now, &mut outcome).map(|used| partial.extend_from_slice(&bytes[used..]))
+        } else {
+            partial.extend_from_slice(&bytes);
+            scan.events(&partial, now, &mut outcome).map(|used| drop(partial.drain(..used)))
+        };
+        if let Err(kind) = result {
+            return failed(outcome, started, kind.to_string());
         }
-        buffer.drain(..consumed);
     }
     outcome.latency = started.elapsed();
-    outcome.output_tokens = usage_tokens.unwrap_or(token_events);
-    if !done {
+    outcome.output_tokens = scan.usage_tokens.unwrap_or(scan.token_events);
+    if !scan.done {
         outcome.error = Some("truncated".to_string());
     }
     outcome
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+struct StreamScan {
+    started: Instant,
+    last_token: Option<Instant>,
+    token_events: u64,
+    usage_tokens: Option<u64>,
+    done: bool,
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    find(haystack, needle).is_some()
+impl StreamScan {
+    /// Handles the complete events at the start of `bytes`; returns how many bytes they
+    /// took, or the kind of failure an error event reports.
+    fn events(&mut self, bytes: &[u8], now: Instant, outcome: &mut Outcome) -> Result<usize, &'static str> {
+        let event_end = memmem::Finder::new(b"\n\n");
+        let mut consumed = 0;
+        while let Some(end) = event_end.find(&bytes[consumed..]) {
+            let event = &bytes[consumed..consumed + end];
+            consumed += end + 2;
+            let Some(data) = event.strip_prefix(b"data: ") else {
+                continue;
+            };
+            outcome.ttft.get_or_insert(now - self.started);
+            if data == b"[DONE]" {
+                self.done = true;
+                continue;
+            }
+            // Parse JSON only for the rare events that need it; token events are counted.
+            if memmem::find(data, b"\"error\"").is_some() {
+                return Err("stream_error");
+            }
+            if memmem::find(data, b"\"usage\"").is_some() {
+                let parsed: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
+                if let Some(tokens) = parsed["usage"]["completion_tokens"].as_u64() {
+                    self.usage_tokens = Some(tokens);
+                }
+                if parsed["choices"].as_array().is_some_and(Vec::is_empty) {
+                    continue;
+                }
+            }
+            self.token_events += 1;
+            if let Some(previous) = self.last_token {
+                outcome.gaps_us.push(u32::try_from((now - previous).as_micros()).unwrap_or(u32::MAX));
+            }
+            self.last_token = Some(now);
+        }
+        Ok(consumed)
+    }
 }

@@ -101,11 +101,7 @@ impl Profile {
             Profile::Spike => {
                 let baseline = f64::from((max / 10).max(1));
                 let spiking = [0.2, 0.4, 0.6, 0.8].iter().any(|c| (progress - c).abs() <= 0.025);
-                if spiking {
-                    (baseline * 10.0).min(max_f)
-                } else {
-                    baseline
-                }
+                if spiking { (baseline * 10.0).min(max_f) } else { baseline }
             }
             Profile::DayCycle => {
                 let seventy = 0.7 * max_f;
@@ -230,11 +226,7 @@ impl Trace {
                 break;
             }
             let timestamp = (at * 1000.0).round() as u64;
-            entries.push(TraceEntry {
-                timestamp,
-                input_length: isl,
-                output_length: osl,
-            });
+            entries.push(TraceEntry { timestamp, input_length: isl, output_length: osl });
         }
         Self { entries }
     }
@@ -321,23 +313,11 @@ mod tests {
                 gap.name
             );
         }
-        assert!(
-            trace
-                .entries
-                .iter()
-                .all(|e| e.input_length >= 10 && e.output_length >= 5)
-        );
-        assert_eq!(
-            trace,
-            Trace::from_profile(Profile::DayCycle, duration, None, 550, 150, 42),
-            "seeded"
-        );
+        assert!(trace.entries.iter().all(|e| e.input_length >= 10 && e.output_length >= 5));
+        assert_eq!(trace, Trace::from_profile(Profile::DayCycle, duration, None, 550, 150, 42), "seeded");
 
         let scaled = Trace::from_profile(Profile::Flat, Duration::from_secs(100), Some(30.0), 10, 10, 1);
-        assert!(
-            (scaled.entries.len() as f64 - 3000.0).abs() < 300.0,
-            "peak scaled to 30 rps"
-        );
+        assert!((scaled.entries.len() as f64 - 3000.0).abs() < 300.0, "peak scaled to 30 rps");
     }
 
     #[test]
@@ -355,11 +335,8 @@ mod tests {
     fn trace_files_name_the_bad_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("trace.jsonl");
-        std::fs::write(
-            &path,
-            "{\"timestamp\": 5, \"input_length\": 1, \"output_length\": 2}\n\n{\"timestamp\": 1}\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "{\"timestamp\": 5, \"input_length\": 1, \"output_length\": 2}\n\n{\"timestamp\": 1}\n")
+            .unwrap();
         let err = Trace::read(&path).unwrap_err();
         assert!(err.contains("trace.jsonl:3:") && err.contains("input_length"), "{err}");
         std::fs::write(&path, "{\"timestamp\": 5, \"input_length\": 1, \"output_length\": 2}\n{\"timestamp\": 1, \"input_length\": 1, \"output_length\": 2}\n").unwrap();

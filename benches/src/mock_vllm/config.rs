@@ -92,11 +92,9 @@ impl MockConfig {
         if let Some(secs) = self.exit_after_secs {
             non_negative("exit_after_secs", secs);
         }
-        for (name, rate) in [
-            ("error_rate", self.error_rate),
-            ("hang_rate", self.hang_rate),
-            ("die_rate", self.die_rate),
-        ] {
+        for (name, rate) in
+            [("error_rate", self.error_rate), ("hang_rate", self.hang_rate), ("die_rate", self.die_rate)]
+        {
             if !(0.0..=1.0).contains(&rate) {
                 problems.push(format!("{name} must be between 0 and 1, got {rate}"));
             }
@@ -113,11 +111,7 @@ impl MockConfig {
         if self.served_model_name.trim().is_empty() {
             problems.push("served_model_name must not be empty".to_string());
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
 
     pub fn boot(&self) -> Duration {
@@ -133,25 +127,15 @@ mod tests {
     fn profiles_fill_in_defaults_and_reject_unknown_keys() {
         let config: MockConfig = serde_yaml::from_str("ttft_ms: 5\nerror_rate: 0.5\n").unwrap();
         assert_eq!((config.ttft_ms, config.error_rate, config.itl_ms), (5.0, 0.5, 10.0));
-        let err = serde_yaml::from_str::<MockConfig>("seed: 1\nttft: 5\n")
-            .unwrap_err()
-            .to_string();
+        let err = serde_yaml::from_str::<MockConfig>("seed: 1\nttft: 5\n").unwrap_err().to_string();
         assert!(err.contains("unknown field `ttft`") && err.contains("line 2"), "{err}");
     }
 
     #[test]
     fn validation_lists_every_problem() {
-        let config = MockConfig {
-            ttft_ms: -1.0,
-            error_rate: 2.0,
-            error_status: 404,
-            ..MockConfig::default()
-        };
+        let config = MockConfig { ttft_ms: -1.0, error_rate: 2.0, error_status: 404, ..MockConfig::default() };
         let err = config.validate().unwrap_err();
-        assert!(
-            err.contains("ttft_ms") && err.contains("error_rate") && err.contains("error_status"),
-            "{err}"
-        );
+        assert!(err.contains("ttft_ms") && err.contains("error_rate") && err.contains("error_status"), "{err}");
         assert!(MockConfig::default().validate().is_ok());
     }
 }

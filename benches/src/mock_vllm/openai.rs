@@ -31,11 +31,7 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            status: 400,
-            kind: "BadRequestError",
-            message: message.into(),
-        }
+        Self { status: 400, kind: "BadRequestError", message: message.into() }
     }
 }
 
@@ -57,34 +53,19 @@ pub fn parse_generation(endpoint: Endpoint, body: &[u8], served_model: &str) -> 
             _ => return Err(Rejection::bad_request("`prompt` is required")),
         },
     };
-    let max_tokens = match request
-        .get("max_completion_tokens")
-        .or_else(|| request.get("max_tokens"))
-    {
+    let max_tokens = match request.get("max_completion_tokens").or_else(|| request.get("max_tokens")) {
         None | Some(Value::Null) => None,
         Some(value) => match value.as_u64().and_then(|v| u32::try_from(v).ok()) {
             Some(n) if n >= 1 => Some(n),
             _ => {
-                return Err(Rejection::bad_request(format!(
-                    "max_tokens must be at least 1, got {value}"
-                )));
+                return Err(Rejection::bad_request(format!("max_tokens must be at least 1, got {value}")));
             }
         },
     };
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = stream
-        && request
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-    Ok(Generation {
-        endpoint,
-        stream,
-        include_usage,
-        prompt_tokens: estimate_tokens(prompt_chars),
-        max_tokens,
-    })
+        && request.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+    Ok(Generation { endpoint, stream, include_usage, prompt_tokens: estimate_tokens(prompt_chars), max_tokens })
 }
 
 /// Checks `model` against the served name, as vLLM does (404 for another model).
@@ -104,10 +85,7 @@ pub fn check_model(model: Option<&Value>, served_model: &str) -> Result<(), Reje
 pub fn text_len(value: Option<&Value>) -> usize {
     match value {
         Some(Value::String(s)) => s.len(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| text_len(Some(i)).max(text_len(i.get("text"))))
-            .sum(),
+        Some(Value::Array(items)) => items.iter().map(|i| text_len(Some(i)).max(text_len(i.get("text")))).sum(),
         _ => 0,
     }
 }
@@ -134,11 +112,8 @@ impl ResponseIds {
     pub fn chunk(&self, text: &str, first: bool, finish_reason: Option<&str>) -> Value {
         match self.endpoint {
             Endpoint::Chat => {
-                let delta = if first {
-                    json!({"role": "assistant", "content": text})
-                } else {
-                    json!({"content": text})
-                };
+                let delta =
+                    if first { json!({"role": "assistant", "content": text}) } else { json!({"content": text}) };
                 json!({
                     "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                     "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
@@ -150,6 +125,15 @@ impl ResponseIds {
                              "stop_reason": null}],
             }),
         }
+    }
+
+    /// The middle chunks of a stream differ only in their token, so they are rendered
+    /// once around a placeholder and then filled in by copying: cheap per token.
+    pub fn middle_chunk_template(&self) -> ChunkTemplate {
+        const PLACEHOLDER: &str = "\u{1}";
+        let rendered = format!("data: {}\n\n", self.chunk(PLACEHOLDER, false, None));
+        let (before, after) = rendered.split_once("\\u0001").expect("serde_json escapes U+0001 as \\u0001");
+        ChunkTemplate { before: before.to_string(), after: after.to_string() }
     }
 
     /// The final `stream_options.include_usage` chunk: no choices, only usage.
@@ -184,6 +168,23 @@ impl ResponseIds {
     }
 }
 
+/// An SSE token chunk with a hole where the token goes.
+pub struct ChunkTemplate {
+    before: String,
+    after: String,
+}
+
+impl ChunkTemplate {
+    /// The whole `data: …\n\n` event; `token` must need no JSON escaping.
+    pub fn render(&self, token: &str) -> String {
+        let mut event = String::with_capacity(self.before.len() + token.len() + self.after.len());
+        event.push_str(&self.before);
+        event.push_str(token);
+        event.push_str(&self.after);
+        event
+    }
+}
+
 fn usage(prompt_tokens: u32, completion_tokens: u32) -> Value {
     json!({"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
            "completion_tokens": completion_tokens})
@@ -207,9 +208,7 @@ pub fn embeddings(body: &[u8], served_model: &str, created: u64) -> Result<Value
             items.iter().filter_map(Value::as_str).collect()
         }
         _ => {
-            return Err(Rejection::bad_request(
-                "`input` must be a string or a non-empty list of strings",
-            ));
+            return Err(Rejection::bad_request("`input` must be a string or a non-empty list of strings"));
         }
     };
     let data: Vec<Value> = inputs
@@ -229,9 +228,9 @@ fn embed(text: &str) -> Vec<f32> {
     // FNV-1a per dimension: the same text always maps to the same vector.
     let raw: Vec<f32> = (0..DIMENSIONS)
         .map(|d| {
-            let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64 ^ d as u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
+            let hash = text
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325_u64 ^ d as u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
             (hash % 2001) as f32 / 1000.0 - 1.0
         })
         .collect();
@@ -259,10 +258,7 @@ mod tests {
             }
         );
         let completion = parse_generation(Endpoint::Completion, br#"{"prompt":"hi"}"#, "m").unwrap();
-        assert_eq!(
-            (completion.stream, completion.include_usage, completion.max_tokens),
-            (false, false, None)
-        );
+        assert_eq!((completion.stream, completion.include_usage, completion.max_tokens), (false, false, None));
     }
 
     #[test]
@@ -270,11 +266,7 @@ mod tests {
         let cases: &[(&[u8], u16, &str)] = &[
             (b"not json", 400, "invalid JSON"),
             (br#"{"messages":[]}"#, 400, "`messages`"),
-            (
-                br#"{"model":"other","messages":[{"content":"x"}]}"#,
-                404,
-                "The model `other` does not exist.",
-            ),
+            (br#"{"model":"other","messages":[{"content":"x"}]}"#, 404, "The model `other` does not exist."),
             (br#"{"messages":[{"content":"x"}],"max_tokens":0}"#, 400, "max_tokens"),
             (br#"{"messages":[{"content":"x"}],"max_tokens":"5"}"#, 400, "max_tokens"),
         ];
@@ -289,16 +281,21 @@ mod tests {
     }
 
     #[test]
+    fn templates_render_exactly_what_serde_would() {
+        for endpoint in [Endpoint::Chat, Endpoint::Completion] {
+            let ids = ResponseIds { id: "x-1".into(), created: 7, model: "org/\"odd\" name".into(), endpoint };
+            let expected = format!("data: {}\n\n", ids.chunk(" token", false, None));
+            assert_eq!(ids.middle_chunk_template().render(" token"), expected);
+        }
+    }
+
+    #[test]
     fn embeddings_are_deterministic_unit_vectors() {
         let a = embeddings(br#"{"input":["a","b"]}"#, "m", 1).unwrap();
         let b = embeddings(br#"{"input":["a","b"]}"#, "m", 1).unwrap();
         assert_eq!(a, b);
-        let vector: Vec<f64> = a["data"][0]["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
+        let vector: Vec<f64> =
+            a["data"][0]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
         let norm: f64 = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!((norm - 1.0).abs() < 1e-3, "{norm}");
         assert_ne!(a["data"][0]["embedding"], a["data"][1]["embedding"]);

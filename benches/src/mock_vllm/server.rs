@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::config::{Jitter, MockConfig};
-use super::openai::{self, Endpoint, Generation, Rejection, ResponseIds};
+use super::openai::{self, ChunkTemplate, Endpoint, Generation, Rejection, ResponseIds};
 
 pub type Body = BoxBody<Bytes, io::Error>;
 
@@ -44,9 +44,7 @@ impl MockVllm {
     }
 
     pub async fn bind(config: MockConfig, addr: SocketAddr) -> io::Result<Self> {
-        config
-            .validate()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -109,6 +107,44 @@ struct Stats {
     chunks: AtomicU64,
     prompt_tokens: AtomicU64,
     generation_tokens: AtomicU64,
+    lateness: Lateness,
+}
+
+/// How late each token left compared with its deadline: the simulator's own timing
+/// error, so a benchmark can tell its lateness from the client's or a proxy's.
+#[derive(Default)]
+struct Lateness {
+    /// Cumulative-on-read counts per bucket of `LATENESS_BOUNDS_US`, plus one for +Inf.
+    buckets: [AtomicU64; LATENESS_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+const LATENESS_BOUNDS_US: [u64; 14] =
+    [100, 250, 500, 1_000, 1_500, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000, 50_000, 100_000];
+
+impl Lateness {
+    fn record(&self, late: Duration) {
+        let us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENESS_BOUNDS_US.iter().position(|&bound| us <= bound).unwrap_or(LATENESS_BOUNDS_US.len());
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    fn prometheus(&self, labels: &str) -> String {
+        let name = "mock_vllm_token_lateness_seconds";
+        let mut out = format!(
+            "# HELP {name} How late each streamed token left compared with its deadline.\n# TYPE {name} histogram\n"
+        );
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Relaxed);
+            let bound = LATENESS_BOUNDS_US.get(i).map_or("+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+            out.push_str(&format!("{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}\n"));
+        }
+        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
+        out.push_str(&format!("{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {cumulative}\n"));
+        out
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -210,10 +246,7 @@ async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body
         }
         (Method::GET, "/v1/models") => {
             let config = &shared.config;
-            json(
-                StatusCode::OK,
-                &openai::models(&config.served_model_name, shared.created, config.max_model_len),
-            )
+            json(StatusCode::OK, &openai::models(&config.served_model_name, shared.created, config.max_model_len))
         }
         (Method::POST, "/v1/chat/completions") => generate(shared, request, Endpoint::Chat).await,
         (Method::POST, "/v1/completions") => generate(shared, request, Endpoint::Completion).await,
@@ -225,10 +258,7 @@ async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body
             Err(rejection) => reject(&rejection),
         },
         (_, "/health" | "/metrics" | "/v1/models" | "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
-            json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &serde_json::json!({"detail": "Method Not Allowed"}),
-            )
+            json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({"detail": "Method Not Allowed"}))
         }
         _ => json(StatusCode::NOT_FOUND, &serde_json::json!({"detail": "Not Found"})),
     }
@@ -255,16 +285,8 @@ async fn generate(shared: Arc<Shared>, request: Request<Incoming>, endpoint: End
     if rng.random_bool(config.error_rate) {
         stats.injected_errors.fetch_add(1, Relaxed);
         let status = config.error_status;
-        let kind = if status == 503 {
-            "ServiceUnavailableError"
-        } else {
-            "InternalServerError"
-        };
-        return reject(&Rejection {
-            status,
-            kind,
-            message: "mock-vllm: injected fault".to_string(),
-        });
+        let kind = if status == 503 { "ServiceUnavailableError" } else { "InternalServerError" };
+        return reject(&Rejection { status, kind, message: "mock-vllm: injected fault".to_string() });
     }
     if rng.random_bool(config.hang_rate) {
         stats.hangs.fetch_add(1, Relaxed);
@@ -272,29 +294,14 @@ async fn generate(shared: Arc<Shared>, request: Request<Incoming>, endpoint: End
     }
 
     stats.waiting.fetch_add(1, Relaxed);
-    let permit = shared
-        .slots
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("the slot semaphore is never closed");
+    let permit = shared.slots.clone().acquire_owned().await.expect("the slot semaphore is never closed");
     stats.waiting.fetch_sub(1, Relaxed);
     stats.running.fetch_add(1, Relaxed);
-    stats
-        .prompt_tokens
-        .fetch_add(u64::from(generation.prompt_tokens), Relaxed);
-    let slot = Slot {
-        _permit: permit,
-        shared: shared.clone(),
-        finished: false,
-    };
+    stats.prompt_tokens.fetch_add(u64::from(generation.prompt_tokens), Relaxed);
+    let slot = Slot { _permit: permit, shared: shared.clone(), finished: false };
 
     let ids = ResponseIds {
-        id: format!(
-            "{}-{:032x}",
-            if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" },
-            rng.random::<u128>()
-        ),
+        id: format!("{}-{:032x}", if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" }, rng.random::<u128>()),
         created: shared.created,
         model: config.served_model_name.clone(),
         endpoint,
@@ -303,16 +310,9 @@ async fn generate(shared: Arc<Shared>, request: Request<Incoming>, endpoint: End
     let first_token_at = Instant::now() + delay(config.ttft_ms, config, &mut rng);
     if generation.stream {
         let die_after = config.die_after_chunks.filter(|_| rng.random_bool(config.die_rate));
-        let state = StreamState {
-            slot,
-            ids,
-            rng,
-            generation,
-            total,
-            sent: 0,
-            next_at: first_token_at,
-            die_after,
-        };
+        let middle = ids.middle_chunk_template();
+        let state =
+            StreamState { slot, ids, middle, rng, generation, total, sent: 0, next_at: first_token_at, die_after };
         let body = StreamBody::new(stream::unfold(state, next_frame));
         return Response::builder()
             .status(StatusCode::OK)
@@ -335,10 +335,7 @@ async fn generate(shared: Arc<Shared>, request: Request<Incoming>, endpoint: End
     slot.finish(total);
     let finish = finish_reason(&generation);
     tracing::trace!(elapsed = ?arrived.elapsed(), "mock-vllm: answered");
-    json(
-        StatusCode::OK,
-        &ids.completion(&text, finish, generation.prompt_tokens, total),
-    )
+    json(StatusCode::OK, &ids.completion(&text, finish, generation.prompt_tokens, total))
 }
 
 fn fits_context(generation: Generation, config: &MockConfig) -> Result<Generation, Rejection> {
@@ -356,11 +353,7 @@ fn fits_context(generation: Generation, config: &MockConfig) -> Result<Generatio
 }
 
 fn finish_reason(generation: &Generation) -> &'static str {
-    if generation.max_tokens.is_some() {
-        "length"
-    } else {
-        "stop"
-    }
+    if generation.max_tokens.is_some() { "length" } else { "stop" }
 }
 
 /// Holds a decode slot; counts the generation as aborted if dropped unfinished
@@ -375,10 +368,7 @@ impl Slot {
     fn finish(&mut self, tokens: u32) {
         self.finished = true;
         self.shared.stats.completed.fetch_add(1, Relaxed);
-        self.shared
-            .stats
-            .generation_tokens
-            .fetch_add(u64::from(tokens), Relaxed);
+        self.shared.stats.generation_tokens.fetch_add(u64::from(tokens), Relaxed);
     }
 }
 
@@ -394,6 +384,7 @@ impl Drop for Slot {
 struct StreamState {
     slot: Slot,
     ids: ResponseIds,
+    middle: ChunkTemplate,
     rng: StdRng,
     generation: Generation,
     total: u32,
@@ -416,16 +407,16 @@ async fn next_frame(mut state: StreamState) -> Option<(Result<Frame<Bytes>, io::
         return Some((Err(io::Error::other("mock-vllm: injected death mid-stream")), state));
     }
     tokio::time::sleep_until(state.next_at.into()).await;
+    state.slot.shared.stats.lateness.record(Instant::now().saturating_duration_since(state.next_at));
     state.sent += 1;
     let last = state.sent == state.total;
     let finish = last.then(|| finish_reason(&state.generation));
     let text = token(&mut state.rng);
-    let mut frame = sse(&state.ids.chunk(text, state.sent == 1, finish));
+    let first = state.sent == 1;
+    let mut frame = if first || last { sse(&state.ids.chunk(text, first, finish)) } else { state.middle.render(text) };
     if last {
         if state.generation.include_usage {
-            frame.push_str(&sse(&state
-                .ids
-                .usage_chunk(state.generation.prompt_tokens, state.total)));
+            frame.push_str(&sse(&state.ids.usage_chunk(state.generation.prompt_tokens, state.total)));
         }
         frame.push_str("data: [DONE]\n\n");
         state.slot.finish(state.total);
@@ -481,78 +472,29 @@ fn metrics(shared: &Shared) -> String {
     let stats = shared.stats.snapshot();
     let labels = format!("model_name=\"{}\",engine=\"0\"", shared.config.served_model_name);
     let kv_usage = stats.running as f64 / f64::from(shared.config.max_num_seqs);
+    let families = [
+        ("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", stats.running as f64),
+        ("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", stats.waiting as f64),
+        ("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", kv_usage),
+        ("vllm:request_success_total", "counter", "Count of successfully processed requests.", stats.completed as f64),
+        ("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.", stats.prompt_tokens as f64),
+        ("vllm:generation_tokens_total", "counter", "Number of generation tokens.", stats.generation_tokens as f64),
+        ("mock_vllm_requests_total", "counter", "Generation requests received.", stats.requests as f64),
+        ("mock_vllm_aborted_total", "counter", "Generations stopped by a client disconnect.", stats.aborted as f64),
+        (
+            "mock_vllm_injected_errors_total",
+            "counter",
+            "Requests answered with an injected error.",
+            stats.injected_errors as f64,
+        ),
+        ("mock_vllm_hangs_total", "counter", "Requests left hanging by fault injection.", stats.hangs as f64),
+        ("mock_vllm_deaths_total", "counter", "Streams killed mid-way by fault injection.", stats.deaths as f64),
+    ];
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {value}\n"
-        ));
-    };
-    metric(
-        "vllm:num_requests_running",
-        "gauge",
-        "Number of requests in model execution batches.",
-        stats.running.to_string(),
-    );
-    metric(
-        "vllm:num_requests_waiting",
-        "gauge",
-        "Number of requests waiting to be processed.",
-        stats.waiting.to_string(),
-    );
-    metric(
-        "vllm:kv_cache_usage_perc",
-        "gauge",
-        "KV-cache usage. 1 means 100 percent usage.",
-        format!("{kv_usage}"),
-    );
-    metric(
-        "vllm:request_success_total",
-        "counter",
-        "Count of successfully processed requests.",
-        stats.completed.to_string(),
-    );
-    metric(
-        "vllm:prompt_tokens_total",
-        "counter",
-        "Number of prefill tokens processed.",
-        stats.prompt_tokens.to_string(),
-    );
-    metric(
-        "vllm:generation_tokens_total",
-        "counter",
-        "Number of generation tokens processed.",
-        stats.generation_tokens.to_string(),
-    );
-    metric(
-        "mock_vllm_requests_total",
-        "counter",
-        "Generation requests received.",
-        stats.requests.to_string(),
-    );
-    metric(
-        "mock_vllm_aborted_total",
-        "counter",
-        "Generations stopped by a client disconnect.",
-        stats.aborted.to_string(),
-    );
-    metric(
-        "mock_vllm_injected_errors_total",
-        "counter",
-        "Requests answered with an injected error.",
-        stats.injected_errors.to_string(),
-    );
-    metric(
-        "mock_vllm_hangs_total",
-        "counter",
-        "Requests left hanging by fault injection.",
-        stats.hangs.to_string(),
-    );
-    metric(
-        "mock_vllm_deaths_total",
-        "counter",
-        "Streams killed mid-way by fault injection.",
-        stats.deaths.to_string(),
-    );
+    for (name, kind, help, value) in families {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {value}\n"));
+    }
+    out.push_str(&shared.stats.lateness.prometheus(&labels));
     out
 }
 
