@@ -2,6 +2,7 @@
 //! layering of files and flags, and the embedded GPU catalog with its prices.
 //! Plain data only: no tokio, no Pingora, no HTTP clients.
 
+pub mod api;
 pub mod catalog;
 mod document;
 mod error;
