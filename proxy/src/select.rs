@@ -110,7 +110,7 @@ mod tests {
         let chosen = pick(&t, &[], 1_000, &mut rng).unwrap();
         assert_eq!(chosen.guard.backend().id, svl.id);
         assert!(!chosen.spilled, "no healthy spot replica: this is fallback, not spillover");
-        assert_eq!(pick(&t, &[svl.id.clone()], 1_000, &mut rng).err(), Some(NoPick::NoBackends));
+        assert_eq!(pick(&t, std::slice::from_ref(&svl.id), 1_000, &mut rng).err(), Some(NoPick::NoBackends));
         assert_eq!(pick(&t, &[], 60_000, &mut rng).unwrap().guard.backend().id, tripped.id, "half-open probe");
         assert_eq!(pick(&table(vec![], vec![]), &[], 0, &mut rng).err(), Some(NoPick::NoBackends));
     }
