@@ -81,6 +81,9 @@ pub struct MockVllmArgs {
     /// Seed for tokens, jitter and faults [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Require this key on /v1/* (as vLLM's --api-key does)
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
     /// Runtime worker threads
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -102,6 +105,9 @@ impl MockVllmArgs {
         }
         if self.exit_after_secs.is_some() {
             config.exit_after_secs = self.exit_after_secs;
+        }
+        if self.api_key.is_some() {
+            config.api_key = self.api_key.clone();
         }
         config.validate().map_err(ToolError::Usage)?;
         Ok(config)

@@ -97,6 +97,8 @@ pub struct BackendStats {
     pub requests: AtomicU64,
     pub failures: AtomicU64,
     pub consecutive_failures: AtomicU32,
+    /// Consecutive failed active probes (spot replicas only).
+    pub probe_failures: AtomicU32,
     /// While the circuit is open: milliseconds on the router clock when a probe may pass.
     pub circuit_open_until_ms: AtomicU64,
     /// Exponentially weighted time to first byte, in microseconds (0 = no sample yet).

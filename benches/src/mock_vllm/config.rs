@@ -38,6 +38,8 @@ pub struct MockConfig {
     pub exit_after_secs: Option<f64>,
     /// Seed for every random choice (tokens, jitter, faults).
     pub seed: u64,
+    /// Like vLLM's `--api-key`: `/v1/*` requires `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
 }
 
 impl Default for MockConfig {
@@ -59,6 +61,7 @@ impl Default for MockConfig {
             die_rate: 1.0,
             exit_after_secs: None,
             seed: 0,
+            api_key: None,
         }
     }
 }

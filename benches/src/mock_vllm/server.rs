@@ -228,6 +228,14 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
     let booting = shared.started.elapsed() < shared.config.boot();
     let path = request.uri().path().to_string();
+    if let Some(key) = &shared.config.api_key
+        && path.starts_with("/v1/")
+        && request.headers().get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {key}"))
+    {
+        // vLLM's own answer to a missing or wrong key.
+        shared.stats.rejected.fetch_add(1, Relaxed);
+        return json(StatusCode::UNAUTHORIZED, &serde_json::json!({"error": "Unauthorized"}));
+    }
     match (request.method().clone(), path.as_str()) {
         (Method::GET, "/health") if booting => empty(StatusCode::SERVICE_UNAVAILABLE),
         (Method::GET, "/health") => empty(StatusCode::OK),

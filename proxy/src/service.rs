@@ -1,0 +1,272 @@
+//! The Pingora service. `request_filter` does the whole job: admin routes, client auth,
+//! admission, reading the body (bounded), then `forward::run` with its own attempt loop.
+//! Pingora's built-in proxy loop is not used because in 0.9 it replays at most 64 KiB
+//! of a request body and cannot retry on an upstream status (see ARCHITECTURE.md).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::prelude::*;
+use pingora::upstreams::peer::HttpPeer;
+use pingora_proxy::{ProxyHttp, Session};
+use tandemn_config::api::Secret;
+
+use crate::errors::ProxyError;
+use crate::metrics::Metrics;
+use crate::routing::RoutingState;
+use crate::{admin, forward};
+
+/// How the router treats clients, and its timeouts and limits.
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    pub api_keys: Vec<Secret>,
+    pub admin_key: Option<Secret>,
+    /// No client auth at all (explicit opt-in).
+    pub public: bool,
+    /// `/router/health` without the admin key.
+    pub health_public: bool,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_body_bytes: u64,
+    pub max_concurrent_requests: u64,
+    pub queue_timeout: Duration,
+    pub max_attempts: u32,
+}
+
+/// Everything the router shares between requests, the admin API and background work.
+pub struct Router {
+    pub state: Arc<RoutingState>,
+    pub settings: RouterSettings,
+    pub metrics: Metrics,
+    pub connector: Connector,
+    pub started: Instant,
+    /// Milliseconds spot was ready, counted by the health service.
+    pub spot_ready_ms: AtomicU64,
+}
+
+impl Router {
+    pub fn new(state: Arc<RoutingState>, settings: RouterSettings) -> Self {
+        let mut options = pingora::connectors::ConnectorOptions::new(1);
+        options.keepalive_pool_size = 4096;
+        Self {
+            state,
+            settings,
+            metrics: Metrics::default(),
+            connector: Connector::new(Some(options)),
+            started: Instant::now(),
+            spot_ready_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Milliseconds since the router started: the clock circuit breakers use.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Per-request state for logging.
+#[derive(Default)]
+pub struct RequestCtx {
+    pub request_id: String,
+    pub started: Option<Instant>,
+    pub status: u16,
+    pub backend: Option<String>,
+    pub attempts: u32,
+    pub ttfb: Option<Duration>,
+    pub output_tokens: Option<u64>,
+    pub error: Option<&'static str>,
+}
+
+/// The `ProxyHttp` face of a shared `Router`.
+pub struct RouterService(pub Arc<Router>);
+
+#[async_trait]
+impl ProxyHttp for RouterService {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let router = &self.0;
+        ctx.started = Some(Instant::now());
+        ctx.request_id = session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(new_request_id, str::to_string);
+        let path = session.req_header().uri.path();
+        if path.starts_with("/router/") || path == "/metrics" {
+            let outcome = admin::handle(router, session).await;
+            return respond(session, ctx, outcome).await;
+        }
+        if !router.settings.public && !client_authorized(session, &router.settings.api_keys) {
+            router.metrics.rejected_unauthorized.fetch_add(1, Relaxed);
+            return reject(session, ctx, ProxyError::Unauthorized).await;
+        }
+        let Some(_admitted) = Admission::enter(&router.metrics.inflight, router.settings.max_concurrent_requests)
+        else {
+            router.metrics.rejected_overloaded.fetch_add(1, Relaxed);
+            return reject(session, ctx, ProxyError::Overloaded).await;
+        };
+        let body = match read_body(session, router.settings.max_body_bytes).await {
+            Ok(body) => body,
+            Err(error) => {
+                if matches!(error, ProxyError::BodyTooLarge { .. }) {
+                    router.metrics.rejected_too_large.fetch_add(1, Relaxed);
+                }
+                return reject(session, ctx, error).await;
+            }
+        };
+        if let Err(error) = forward::run(router, session, ctx, body).await {
+            if matches!(error, ProxyError::NoCapacity | ProxyError::NoBackends) {
+                router.metrics.rejected_no_capacity.fetch_add(1, Relaxed);
+            }
+            return reject(session, ctx, error).await;
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        // request_filter answers every request, so Pingora never asks for a peer.
+        Error::e_explain(ErrorType::InternalError, "the router forwards in request_filter")
+    }
+
+    async fn logging(&self, session: &mut Session, _error: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+        let elapsed = ctx.started.map_or(Duration::ZERO, |s| s.elapsed());
+        tracing::info!(
+            target: "tandemn::access",
+            request_id = %ctx.request_id,
+            method = %session.req_header().method,
+            path = %session.req_header().uri.path(),
+            status = ctx.status,
+            backend = ctx.backend.as_deref().unwrap_or("-"),
+            attempts = ctx.attempts,
+            ttfb_ms = ctx.ttfb.map_or(-1.0, |t| t.as_secs_f64() * 1000.0),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            output_tokens = ctx.output_tokens.unwrap_or(0),
+            error = ctx.error.unwrap_or("-"),
+        );
+    }
+}
+
+/// Holds one of the router's `max_concurrent_requests` places for the whole request,
+/// streaming included.
+struct Admission<'a> {
+    inflight: &'a AtomicU64,
+}
+
+impl<'a> Admission<'a> {
+    fn enter(inflight: &'a AtomicU64, limit: u64) -> Option<Self> {
+        inflight.fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1)).ok().map(|_| Self { inflight })
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.inflight.fetch_sub(1, Relaxed);
+    }
+}
+
+fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// `Authorization: Bearer <key>` or `x-api-key: <key>`, compared in constant time.
+pub fn client_authorized(session: &Session, keys: &[Secret]) -> bool {
+    let headers = &session.req_header().headers;
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    let presented = bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+    presented.is_some_and(|token| keys.iter().fold(false, |found, key| found | constant_time_eq(token, key.expose())))
+}
+
+/// Compares without leaking where the first difference is.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut difference = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        difference |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    difference == 0
+}
+
+async fn read_body(session: &mut Session, limit: u64) -> std::result::Result<Bytes, ProxyError> {
+    let declared =
+        session.req_header().headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Err(ProxyError::BodyTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(error) => return Err(ProxyError::BadRequest(format!("could not read the request body: {error}"))),
+        }
+    }
+}
+
+async fn reject(session: &mut Session, ctx: &mut RequestCtx, error: ProxyError) -> Result<bool> {
+    respond(session, ctx, Err(error)).await
+}
+
+/// Writes a response the router made itself (an admin answer or an error).
+async fn respond(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    outcome: std::result::Result<(pingora::http::ResponseHeader, Bytes), ProxyError>,
+) -> Result<bool> {
+    let (header, body) = match outcome {
+        Ok(answer) => answer,
+        Err(error) => {
+            ctx.error = Some(error.parts().1);
+            error.response(&ctx.request_id)
+        }
+    };
+    ctx.status = header.status.as_u16();
+    // A client that is gone cannot be told anything; the request still ends here.
+    if session.write_response_header(Box::new(header), false).await.is_ok() {
+        let _ = session.write_response_body(Some(body), true).await;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison_is_exact() {
+        assert!(constant_time_eq("key-123", "key-123"));
+        assert!(!constant_time_eq("key-123", "key-124"));
+        assert!(!constant_time_eq("key-123", "key-1234"));
+        assert!(!constant_time_eq("", "x"));
+        assert!(constant_time_eq("", ""));
+    }
+
+    #[test]
+    fn admission_is_bounded_and_released() {
+        let inflight = AtomicU64::new(0);
+        let first = Admission::enter(&inflight, 2).unwrap();
+        let _second = Admission::enter(&inflight, 2).unwrap();
+        assert!(Admission::enter(&inflight, 2).is_none());
+        drop(first);
+        assert!(Admission::enter(&inflight, 2).is_some());
+    }
+}

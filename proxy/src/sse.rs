@@ -1,0 +1,88 @@
+//! What the router reads from response bodies without buffering them: the output token
+//! count from `usage`, and the error event that ends a stream whose upstream failed.
+
+use bytes::Bytes;
+use memchr::memmem;
+
+const NEEDLE: &[u8] = b"\"completion_tokens\":";
+/// Enough of the previous chunk to find a needle split across two chunks.
+const TAIL: usize = 40;
+
+/// Finds the last `"completion_tokens": N` in a body that arrives in pieces.
+#[derive(Default)]
+pub struct UsageScanner {
+    tail: Vec<u8>,
+    tokens: Option<u64>,
+}
+
+impl UsageScanner {
+    pub fn scan(&mut self, chunk: &[u8]) {
+        // Only the seam needs copying: the tail of the last chunk plus the head of this one.
+        let seam_end = chunk.len().min(TAIL);
+        let mut seam = std::mem::take(&mut self.tail);
+        seam.extend_from_slice(&chunk[..seam_end]);
+        self.find_in(&seam);
+        self.find_in(chunk);
+        let keep = chunk.len().min(TAIL);
+        self.tail = chunk[chunk.len() - keep..].to_vec();
+    }
+
+    fn find_in(&mut self, haystack: &[u8]) {
+        for start in memmem::find_iter(haystack, NEEDLE) {
+            let digits: Vec<u8> = haystack[start + NEEDLE.len()..]
+                .iter()
+                .skip_while(|b| b.is_ascii_whitespace())
+                .take_while(|b| b.is_ascii_digit())
+                .copied()
+                .collect();
+            let complete = start + NEEDLE.len() + digits.len() < haystack.len();
+            if let (true, Ok(text)) = (complete, std::str::from_utf8(&digits))
+                && let Ok(tokens) = text.parse()
+            {
+                self.tokens = Some(tokens);
+            }
+        }
+    }
+
+    pub fn tokens(&self) -> Option<u64> {
+        self.tokens
+    }
+}
+
+/// The last event of a stream whose upstream failed after it started: the client sees
+/// why, instead of a silently truncated answer.
+pub fn error_event(message: &str) -> Bytes {
+    let event = serde_json::json!({"error": {"message": message, "type": "upstream_error", "code": 502}});
+    Bytes::from(format!("data: {event}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_usage_in_whole_bodies_and_across_chunk_seams() {
+        let body = br#"{"usage":{"prompt_tokens":3,"completion_tokens":42,"total_tokens":45}}"#;
+        let mut whole = UsageScanner::default();
+        whole.scan(body);
+        assert_eq!(whole.tokens(), Some(42));
+        for split in 1..body.len() {
+            let mut scanner = UsageScanner::default();
+            scanner.scan(&body[..split]);
+            scanner.scan(&body[split..]);
+            assert_eq!(scanner.tokens(), Some(42), "split at {split}");
+        }
+        let mut none = UsageScanner::default();
+        none.scan(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n");
+        assert_eq!(none.tokens(), None);
+    }
+
+    #[test]
+    fn error_events_are_single_sse_events() {
+        let event = error_event("spot replica went away");
+        let text = std::str::from_utf8(&event).unwrap();
+        assert!(text.starts_with("data: {") && text.ends_with("}\n\n"));
+        let json: serde_json::Value = serde_json::from_str(&text[6..text.len() - 2]).unwrap();
+        assert_eq!(json["error"]["message"], "spot replica went away");
+    }
+}

@@ -1,0 +1,132 @@
+//! Test infrastructure: the router on its own thread through the same `server::build`
+//! the binary uses, mock-vllm upstreams on 127.0.0.1:0, and small client helpers.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tandemn_bench::mock_vllm::{MockConfig, MockVllm, StatsSnapshot};
+use tandemn_config::api::{BackendAuth, BackendSpec, Secret, Tier};
+use tandemn_proxy::server::{self, ManualShutdown, ServerSettings};
+use tandemn_proxy::{Router, RouterSettings, RoutingState};
+
+pub const CLIENT_KEY: &str = "client-key-1";
+pub const ADMIN_KEY: &str = "admin-key-1";
+
+pub fn settings() -> RouterSettings {
+    RouterSettings {
+        api_keys: vec![Secret::new(CLIENT_KEY), Secret::new("client-key-2")],
+        admin_key: Some(Secret::new(ADMIN_KEY)),
+        public: false,
+        health_public: false,
+        connect_timeout: Duration::from_secs(2),
+        first_byte_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(10),
+        max_body_bytes: 4 << 20,
+        max_concurrent_requests: 1024,
+        queue_timeout: Duration::from_millis(500),
+        max_attempts: 3,
+    }
+}
+
+pub fn spec(tier: Tier, mock: &MockVllm, capacity: u32) -> BackendSpec {
+    BackendSpec { tier, url: mock.url(), capacity, auth: BackendAuth::None }
+}
+
+/// The router, running until dropped.
+pub struct TestRouter {
+    pub url: String,
+    shutdown: ManualShutdown,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestRouter {
+    pub fn start(settings: RouterSettings, backends: &[BackendSpec]) -> Self {
+        let state = Arc::new(RoutingState::default());
+        state.publish(backends).unwrap();
+        let router = Arc::new(Router::new(state, settings));
+        let listen = reserve_port();
+        let mut server_settings = ServerSettings::new(listen);
+        server_settings.threads = 2;
+        server_settings.grace_period = Duration::from_secs(1);
+        server_settings.probe_interval = Duration::from_millis(100);
+        server_settings.probe_timeout = Duration::from_millis(500);
+        let server = server::build(router.clone(), &server_settings);
+        let shutdown = ManualShutdown::default();
+        let signal = shutdown.clone();
+        let thread = std::thread::spawn(move || server::run(server, Box::new(signal)));
+        wait_until_listening(listen);
+        Self { url: format!("http://{listen}"), shutdown, thread: Some(thread) }
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+    }
+
+    pub fn chat(&self, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.client().post(format!("{}/v1/chat/completions", self.url)).bearer_auth(CLIENT_KEY).json(body)
+    }
+
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.client().get(format!("{}{path}", self.url)).bearer_auth(ADMIN_KEY).send().await.unwrap()
+    }
+
+    pub async fn health(&self) -> serde_json::Value {
+        self.admin_get("/router/health").await.json().await.unwrap()
+    }
+}
+
+impl Drop for TestRouter {
+    fn drop(&mut self) {
+        self.shutdown.fire();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Pingora binds its own listener, so the test asks the OS for a free port on
+/// 127.0.0.1:0 and hands it over; nothing else on the loopback takes it in between.
+fn reserve_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn wait_until_listening(addr: SocketAddr) {
+    for _ in 0..500 {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the router never listened on {addr}");
+}
+
+pub async fn mock(config: MockConfig) -> MockVllm {
+    MockVllm::start(config).await.unwrap()
+}
+
+pub fn fast() -> MockConfig {
+    MockConfig { ttft_ms: 5.0, itl_ms: 1.0, ..MockConfig::default() }
+}
+
+pub fn chat_body(max_tokens: u32, stream: bool) -> serde_json::Value {
+    serde_json::json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}],
+                       "max_tokens": max_tokens, "stream": stream, "stream_options": {"include_usage": true}})
+}
+
+/// Polls until `done` holds for the mock's counters (bounded).
+pub async fn wait_for_mock(mock: &MockVllm, done: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
+    for _ in 0..500 {
+        let stats = mock.stats();
+        if done(&stats) {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition never held; mock stats {:?}", mock.stats());
+}
+
+pub fn backend_of(response: &reqwest::Response) -> String {
+    response.headers().get("x-tandemn-backend").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+}

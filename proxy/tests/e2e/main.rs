@@ -1,0 +1,10 @@
+//! End-to-end tests of the router with mock-vllm upstreams on loopback.
+
+#![allow(clippy::unwrap_used, reason = "test helpers fail the test by panicking")]
+
+mod admin;
+mod failover;
+mod harness;
+mod routing;
+mod security;
+mod streaming;

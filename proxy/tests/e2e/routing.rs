@@ -1,0 +1,89 @@
+use std::collections::HashMap;
+
+use tandemn_config::api::Tier;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_is_preferred_and_load_spreads_across_replicas() {
+    let slow = tandemn_bench::mock_vllm::MockConfig { ttft_ms: 30.0, itl_ms: 1.0, ..fast() };
+    let (a, b, svl) = (mock(slow.clone()).await, mock(slow.clone()).await, mock(slow).await);
+    let router = TestRouter::start(
+        settings(),
+        &[spec(Tier::Spot, &a, 64), spec(Tier::Spot, &b, 64), spec(Tier::Serverless, &svl, 64)],
+    );
+    let requests: Vec<_> = (0..40).map(|_| router.chat(&chat_body(4, false)).send()).collect();
+    let mut served: HashMap<String, usize> = HashMap::new();
+    for response in futures_util::future::join_all(requests).await {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 200);
+        *served.entry(backend_of(&response)).or_default() += 1;
+        assert!(response.headers().contains_key("x-request-id"));
+    }
+    assert_eq!(svl.stats().requests, 0, "serverless idles while spot has room: {served:?}");
+    assert_eq!(a.stats().requests + b.stats().requests, 40);
+    assert!((12..=28).contains(&(a.stats().requests as usize)), "uneven spread: {served:?}");
+    assert!(served.keys().all(|k| k.starts_with("spot/127.0.0.1:")), "{served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_spot_spills_over_to_serverless() {
+    let streaming = tandemn_bench::mock_vllm::MockConfig { ttft_ms: 5.0, itl_ms: 20.0, ..fast() };
+    let (spot, svl) = (mock(streaming.clone()).await, mock(streaming).await);
+    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &spot, 2), spec(Tier::Serverless, &svl, 100)]);
+    let requests: Vec<_> = (0..6).map(|_| router.chat(&chat_body(10, true)).send()).collect();
+    let mut tiers = Vec::new();
+    for response in futures_util::future::join_all(requests).await {
+        let response = response.unwrap();
+        tiers.push(backend_of(&response).split('/').next().unwrap().to_string());
+        assert!(response.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    }
+    tiers.sort();
+    assert_eq!(tiers, ["serverless", "serverless", "serverless", "serverless", "spot", "spot"]);
+    assert_eq!(spot.stats().requests, 2);
+    let health = router.health().await;
+    assert_eq!(health["spillovers"], 4);
+    assert_eq!(health["route_stats"]["spot"], 2);
+    assert_eq!(health["route_stats"]["serverless"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_queue_for_capacity_then_get_503_with_retry_after() {
+    let slow = tandemn_bench::mock_vllm::MockConfig { ttft_ms: 5.0, itl_ms: 100.0, ..fast() };
+    let spot = mock(slow).await;
+    let mut config = settings();
+    config.queue_timeout = std::time::Duration::from_millis(200);
+    let router = TestRouter::start(config, &[spec(Tier::Spot, &spot, 1)]);
+    let mut busy = router.chat(&chat_body(20, true)).send().await.unwrap();
+    busy.chunk().await.unwrap();
+    let refused = router.chat(&chat_body(2, false)).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.headers()["x-tandemn-error"], "no_capacity");
+    drop(busy);
+    // The slot frees when the stream ends; a queued request then gets it.
+    let queued = router.chat(&chat_body(2, false)).send().await.unwrap();
+    assert_eq!(queued.status(), 200);
+}
+
+/// A keep-alive client sends its next request the moment a response is complete; the
+/// router must not be reading from the connection then (it once ate the request's
+/// first byte, and the backend saw `OST /v1/chat/completions`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_requests_on_one_connection_arrive_intact() {
+    let spot = mock(fast()).await;
+    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &spot, 8)]);
+    let client = router.client();
+    for stream in [false, true].into_iter().cycle().take(200) {
+        let response = client
+            .post(format!("{}/v1/chat/completions", router.url))
+            .bearer_auth(CLIENT_KEY)
+            .json(&chat_body(2, stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    assert_eq!((spot.stats().completed, spot.stats().rejected), (200, 0));
+}
