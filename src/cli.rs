@@ -207,7 +207,37 @@ pub struct ShowGpusArgs {
 
 #[derive(Debug, Args)]
 pub struct RouterArgs {
-    /// Deployment file with a `router:` section
+    /// Deployment file whose `router:` section (listener, keys, limits, backends) to use
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:8080, or router.listen]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// A spot replica's base URL (repeatable)
+    #[arg(long = "spot", value_name = "URL")]
+    pub spot: Vec<String>,
+    /// A serverless endpoint's base URL (repeatable)
+    #[arg(long = "serverless", value_name = "URL")]
+    pub serverless: Vec<String>,
+    /// Concurrent requests per spot replica before spilling over [default: 32]
+    #[arg(long, value_name = "N")]
+    pub spot_capacity: Option<u32>,
+    /// Concurrent requests per serverless endpoint [default: 32]
+    #[arg(long, value_name = "N")]
+    pub serverless_capacity: Option<u32>,
+    /// A client API key (repeatable, so keys can be rotated)
+    #[arg(long = "api-key", value_name = "KEY")]
+    pub api_keys: Vec<String>,
+    /// Key for /router/* and /metrics [default: generated and printed at start]
+    #[arg(long, value_name = "KEY", env = "TANDEMN_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Serve anyone: turn client auth off
+    #[arg(long)]
+    pub public: bool,
+    /// Serve /router/health without the admin key
+    #[arg(long)]
+    pub health_public: bool,
+    /// Proxy worker threads [default: the core count]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }

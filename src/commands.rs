@@ -3,6 +3,7 @@
 mod check;
 mod deploy;
 mod list;
+mod router;
 mod show_gpus;
 
 use crate::cli::Command;
@@ -21,7 +22,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Destroy(_) => not_available("destroy"),
         Command::Status(_) => not_available("status"),
         Command::Cost(_) => not_available("cost"),
-        Command::Router(_) => not_available("router"),
+        Command::Router(args) => router::run(&args),
         Command::MockVllm(args) => tool(tandemn_bench::cli::mock_vllm(&args)),
         Command::Bench(args) => tool(tandemn_bench::cli::bench(&args).map(|report| crate::output::print(&report))),
     }
@@ -43,8 +44,6 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 }
 
 fn not_available(command: &str) -> anyhow::Result<()> {
-    Err(UsageError(format!(
-        "`tandemn {command}` is not available yet in this build; it arrives with the router and provisioner"
-    ))
-    .into())
+    Err(UsageError(format!("`tandemn {command}` is not available yet in this build; it arrives with the provisioner"))
+        .into())
 }

@@ -11,7 +11,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.verbose);
+    // A long-running server logs its access lines; one-shot commands stay quiet.
+    let serving = matches!(cli.command, cli::Command::Router(_));
+    init_logging(cli.verbose, serving);
     match commands::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -22,9 +24,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: bool) {
-    let default = if verbose { "debug" } else { "warn" };
+fn init_logging(verbose: bool, serving: bool) {
+    let default = match (verbose, serving) {
+        (true, _) => "debug",
+        (false, true) => "info",
+        (false, false) => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let colors = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colors).init();
 }

@@ -212,7 +212,6 @@ fn unfinished_commands_exit_2_without_faking_output() {
         &["destroy", "--all"],
         &["status", "--service-name", "x"],
         &["cost", "--service-name", "x"],
-        &["router"],
     ] {
         sandbox.tandemn(args).assert().code(2).stdout("").stderr(contains("not available yet"));
     }
@@ -322,6 +321,76 @@ fn mock_vllm_and_bench_work_end_to_end_from_the_cli() {
     assert_eq!(report["succeeded"], 40);
     assert_eq!(report["output_tokens"], 320);
     assert_eq!(report["itl_ms"]["count"], 40 * 7);
+}
+
+#[test]
+fn the_router_refuses_to_run_open_by_accident() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .tandemn(&["router", "--spot", "http://127.0.0.1:9"])
+        .assert()
+        .code(2)
+        .stderr(contains("refusing to serve without client auth").and(contains("--public")));
+    sandbox.tandemn(&["router", "--public", "--api-key", "k"]).assert().code(2).stderr(contains("choose one"));
+    sandbox
+        .tandemn(&["router", "--api-key", "k", "--spot", "ftp://x"])
+        .assert()
+        .code(2)
+        .stderr(contains("--spot: `ftp://x` must start with http://"));
+}
+
+#[test]
+fn the_router_serves_end_to_end_from_the_cli() {
+    let sandbox = Sandbox::new();
+    let binary = assert_cmd::cargo::cargo_bin("tandemn");
+    let start = |args: &[&str]| {
+        let child = std::process::Command::new(&binary)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let mut child = KillOnDrop(child.unwrap());
+        let stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+        let first_line = std::io::BufRead::lines(stdout).next().unwrap().unwrap();
+        (child, first_line)
+    };
+    let (_spot, spot_line) = start(&["mock-vllm", "--port", "0", "--ttft-ms", "2", "--itl-ms", "1"]);
+    let spot_url = spot_line.split_whitespace().last().unwrap().to_string();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (_router, router_line) =
+        start(&["router", "--listen", &listen.to_string(), "--spot", &spot_url, "--api-key", "secret-key"]);
+    assert!(router_line.contains("1 spot, 0 serverless"), "{router_line}");
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(listen).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let url = format!("http://{listen}");
+    let out = stdout_of(&mut sandbox.tandemn(&[
+        "bench",
+        "--url",
+        &url,
+        "--api-key",
+        "secret-key",
+        "--model",
+        "mock-model",
+        "--concurrency",
+        "4",
+        "--requests",
+        "20",
+        "--osl",
+        "4",
+        "--isl",
+        "8",
+        "--json",
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["succeeded"], 20);
+    assert_eq!(report["tiers"]["spot"], 20);
+    let mut denied =
+        sandbox.tandemn(&["bench", "--url", &url, "--model", "mock-model", "--concurrency", "1", "--requests", "1"]);
+    denied.assert().code(1).stderr(contains("status_401 1"));
 }
 
 /// A child process that is killed and reaped however the test ends.

@@ -410,6 +410,23 @@ mod tests {
             ),
             ("router: {max_attempts: 0}\n", "`router.max_attempts`: must be between 1 and 10, got 0"),
             ("region: ''\n", "`region`: must not be empty"),
+            ("router:\n  backends:\n    - {tier: spot}\n", "`router.backends[0]`: needs a `url`"),
+            (
+                "router:\n  backends:\n    - {tier: gpu, url: 'http://a'}\n",
+                "`router.backends[0].tier`: `gpu` is not one of",
+            ),
+            (
+                "router:\n  backends:\n    - {tier: spot, url: 'ftp://a'}\n",
+                "`router.backends[0].url`: `ftp://a` must start with",
+            ),
+            (
+                "router:\n  backends:\n    - {tier: spot, url: 'http://a', bearer: {env: A}, modal_key: {env: B}}\n",
+                "`router.backends[0]`: give one kind of backend auth",
+            ),
+            (
+                "router:\n  backends:\n    - {tier: spot, url: 'http://a', capacity: 0}\n",
+                "`router.backends[0].capacity`: must be between 1",
+            ),
         ];
         for (extra, expected) in cases {
             let found = errors(&format!("{BASE}{extra}"));
@@ -462,6 +479,17 @@ mod tests {
             found.contains(&format!("{policy}:3:1: `router`: unknown key; valid keys: spot, serverless")),
             "{found:#?}"
         );
+    }
+
+    #[test]
+    fn fixed_backends_get_capacities_by_tier() {
+        let yaml = format!(
+            "{BASE}scaling: {{serverless: {{concurrency: 16, workers_max: 3}}}}\nrouter:\n  spot_capacity: 24\n  backends:\n    - {{tier: spot, url: 'http://10.0.0.5:8000'}}\n    - {{tier: serverless, url: 'https://x.modal.run', modal_key: {{env: MK}}, modal_secret: {{env: MS}}}}\n"
+        );
+        let spec = load(&yaml, vec![]).unwrap();
+        let backends = &spec.router.backends;
+        assert_eq!((backends[0].capacity, backends[1].capacity), (24, 48));
+        assert!(matches!(backends[1].auth, crate::BackendAuthRef::Modal { .. }));
     }
 
     #[test]

@@ -74,6 +74,23 @@ pub struct RawRouter {
     pub queue_timeout: Option<f64>,
     pub max_attempts: Option<i64>,
     pub spot_capacity: Option<i64>,
+    pub backends: Option<Vec<RawBackend>>,
+}
+
+/// A fixed backend for the router (deployments get theirs from the provisioner).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub tier: Option<String>,
+    pub url: Option<String>,
+    pub capacity: Option<i64>,
+    /// `Authorization: Bearer` token (RunPod, vLLM `--api-key`).
+    pub bearer: Option<RawSecret>,
+    /// Modal proxy auth: both or neither.
+    pub modal_key: Option<RawSecret>,
+    pub modal_secret: Option<RawSecret>,
+    /// Google ID token for a private Cloud Run service.
+    pub cloudrun_id_token: Option<RawSecret>,
 }
 
 /// A secret is never written inline: the file names where to read it from.

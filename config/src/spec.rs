@@ -160,6 +160,60 @@ impl std::fmt::Display for SecretRef {
     }
 }
 
+impl SecretRef {
+    /// Reads the secret now; the error names the variable or file, never the value.
+    pub fn resolve(&self) -> Result<crate::api::Secret, String> {
+        let value = match self {
+            SecretRef::Env(name) => {
+                std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?
+            }
+            SecretRef::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?
+            }
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(format!("the secret in {self} is empty"));
+        }
+        Ok(crate::api::Secret::new(value))
+    }
+}
+
+/// How the router authenticates to a fixed backend; secrets still unresolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendAuthRef {
+    None,
+    Bearer(SecretRef),
+    Modal { key: SecretRef, secret: SecretRef },
+    CloudRun(SecretRef),
+}
+
+/// A fixed backend from the config file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackendConfig {
+    pub tier: crate::api::Tier,
+    pub url: String,
+    pub capacity: u32,
+    pub auth: BackendAuthRef,
+}
+
+impl BackendConfig {
+    /// The backend with its secrets read, ready to publish.
+    pub fn resolve(&self) -> Result<crate::api::BackendSpec, String> {
+        use crate::api::BackendAuth;
+        let auth = match &self.auth {
+            BackendAuthRef::None => BackendAuth::None,
+            BackendAuthRef::Bearer(token) => BackendAuth::Bearer { token: token.resolve()? },
+            BackendAuthRef::Modal { key, secret } => {
+                BackendAuth::Modal { key: key.resolve()?, secret: secret.resolve()? }
+            }
+            BackendAuthRef::CloudRun(token) => BackendAuth::CloudRun { id_token: token.resolve()? },
+        };
+        Ok(crate::api::BackendSpec { tier: self.tier, url: self.url.clone(), capacity: self.capacity, auth })
+    }
+}
+
 /// The router's listener, client auth, timeouts and limits.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouterConfig {
@@ -182,6 +236,8 @@ pub struct RouterConfig {
     pub max_attempts: u32,
     /// Concurrent requests one spot replica takes before traffic spills to serverless.
     pub spot_capacity: u32,
+    /// Fixed backends; deployments add theirs through the provisioner.
+    pub backends: Vec<BackendConfig>,
 }
 
 impl RouterConfig {
@@ -202,6 +258,7 @@ impl RouterConfig {
             queue_timeout: Duration::from_secs(5),
             max_attempts: 3,
             spot_capacity: 32,
+            backends: Vec::new(),
         }
     }
 }

@@ -8,13 +8,14 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::api::{BackendUrl, Tier};
 use crate::catalog::Catalog;
 use crate::error::Violation;
 use crate::load::Origins;
-use crate::raw::{RawDeployment, RawRouter, RawSecret, RawServerlessPolicy, RawSpotPolicy};
+use crate::raw::{RawBackend, RawDeployment, RawRouter, RawSecret, RawServerlessPolicy, RawSpotPolicy};
 use crate::spec::{
-    Choice, ColdStartMode, DeploymentSpec, RouterConfig, ScalingPolicy, SecretRef, ServerlessPolicy,
-    ServerlessProvider, SpotCloud, SpotPolicy,
+    BackendAuthRef, BackendConfig, Choice, ColdStartMode, DeploymentSpec, RouterConfig, ScalingPolicy, SecretRef,
+    ServerlessPolicy, ServerlessProvider, SpotCloud, SpotPolicy,
 };
 
 /// Longest service name: `<name>-serverless` and `<name>-spot-<n>` then fit every
@@ -220,6 +221,7 @@ fn serverless_policy(check: &mut Checker, raw: RawServerlessPolicy) -> Serverles
 
 fn router_config(check: &mut Checker, raw: RawRouter, serverless: &ServerlessPolicy) -> RouterConfig {
     let default = RouterConfig::defaults(serverless);
+    let spot_capacity = check.int("router.spot_capacity", raw.spot_capacity, default.spot_capacity, 1..=4096);
     let listen = match raw.listen {
         None => default.listen,
         Some(text) => text.parse::<SocketAddr>().unwrap_or_else(|_| {
@@ -259,8 +261,69 @@ fn router_config(check: &mut Checker, raw: RawRouter, serverless: &ServerlessPol
             other => check.seconds("router.queue_timeout", other, default.queue_timeout, 3600.0),
         },
         max_attempts: check.int("router.max_attempts", raw.max_attempts, default.max_attempts, 1..=10),
-        spot_capacity: check.int("router.spot_capacity", raw.spot_capacity, default.spot_capacity, 1..=4096),
+        spot_capacity,
+        backends: raw
+            .backends
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, b)| backend(check, &format!("router.backends[{i}]"), b, spot_capacity, serverless))
+            .collect(),
     }
+}
+
+fn backend(
+    check: &mut Checker,
+    path: &str,
+    raw: RawBackend,
+    spot_capacity: u32,
+    serverless: &ServerlessPolicy,
+) -> Option<BackendConfig> {
+    let tier = match raw.tier.as_deref() {
+        Some("spot") => Tier::Spot,
+        Some("serverless") => Tier::Serverless,
+        Some(other) => {
+            check.fail(&format!("{path}.tier"), format!("`{other}` is not one of `spot`, `serverless`"));
+            return None;
+        }
+        None => {
+            check.fail(path, "needs `tier: spot` or `tier: serverless`");
+            return None;
+        }
+    };
+    let Some(url) = raw.url else {
+        check.fail(path, "needs a `url`");
+        return None;
+    };
+    if let Err(problem) = BackendUrl::parse(&url) {
+        check.fail(&format!("{path}.url"), problem);
+        return None;
+    }
+    // A serverless endpoint takes `concurrency` per container, for up to `workers_max` containers.
+    let default_capacity = match tier {
+        Tier::Spot => spot_capacity,
+        Tier::Serverless => serverless.concurrency.saturating_mul(serverless.workers_max),
+    };
+    let capacity = check.int(&format!("{path}.capacity"), raw.capacity, default_capacity, 1..=100_000);
+    let mut secret = |key: &str, raw: Option<RawSecret>| raw.and_then(|s| check.secret(&format!("{path}.{key}"), s));
+    let bearer = secret("bearer", raw.bearer);
+    let modal_key = secret("modal_key", raw.modal_key);
+    let modal_secret = secret("modal_secret", raw.modal_secret);
+    let cloudrun = secret("cloudrun_id_token", raw.cloudrun_id_token);
+    let auth = match (bearer, modal_key, modal_secret, cloudrun) {
+        (None, None, None, None) => BackendAuthRef::None,
+        (Some(token), None, None, None) => BackendAuthRef::Bearer(token),
+        (None, Some(key), Some(secret), None) => BackendAuthRef::Modal { key, secret },
+        (None, None, None, Some(token)) => BackendAuthRef::CloudRun(token),
+        _ => {
+            check.fail(
+                path,
+                "give one kind of backend auth: `bearer`, `modal_key` with `modal_secret`, or `cloudrun_id_token`",
+            );
+            return None;
+        }
+    };
+    Some(BackendConfig { tier, url, capacity, auth })
 }
 
 struct Checker<'a> {

@@ -1,0 +1,112 @@
+//! `tandemn router`: the proxy in the foreground, with backends from a config file or
+//! flags. Refuses to start without client auth unless told `--public`.
+
+use std::sync::Arc;
+
+use tandemn_config::api::{BackendAuth, BackendSpec, BackendUrl, Secret, Tier};
+use tandemn_config::{Catalog, RouterConfig, ServerlessPolicy, Sources};
+use tandemn_proxy::server::{self, ServerSettings};
+use tandemn_proxy::{Router, RouterSettings, RoutingState};
+
+use super::UsageError;
+use crate::cli::RouterArgs;
+use crate::output::println;
+
+pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
+    let (config, file_public) = match &args.config {
+        Some(path) => {
+            let sources = Sources { deployment_file: Some(path.clone()), ..Sources::default() };
+            let spec = sources.load(Catalog::embedded())?;
+            (spec.router, spec.public)
+        }
+        None => (RouterConfig::defaults(&ServerlessPolicy::default()), false),
+    };
+    let usage = |message: String| anyhow::Error::from(UsageError(message));
+    let public = args.public || file_public;
+
+    let mut api_keys: Vec<Secret> =
+        config.api_keys.iter().map(|s| s.resolve()).collect::<Result<_, _>>().map_err(usage)?;
+    api_keys.extend(args.api_keys.iter().map(Secret::new));
+    if api_keys.is_empty() && !public {
+        return Err(usage(
+            "refusing to serve without client auth: pass --api-key KEY (repeatable), set router.api_keys, \
+             or pass --public to let anyone use this endpoint"
+                .to_string(),
+        ));
+    }
+    if !api_keys.is_empty() && public {
+        return Err(usage("--public turns client auth off, but API keys were given; choose one".to_string()));
+    }
+    let configured_admin = config.admin_key.as_ref().map(|s| s.resolve()).transpose().map_err(usage)?;
+    let (admin_key, generated_admin) = match (&args.admin_key, configured_admin) {
+        (Some(key), _) => (Secret::new(key), false),
+        (None, Some(key)) => (key, false),
+        (None, None) => (Secret::new(format!("{:032x}", rand_key())), true),
+    };
+
+    let mut backends: Vec<BackendSpec> =
+        config.backends.iter().map(|b| b.resolve()).collect::<Result<_, _>>().map_err(usage)?;
+    let flag_backends = [
+        (Tier::Spot, &args.spot, args.spot_capacity.unwrap_or(config.spot_capacity)),
+        (
+            Tier::Serverless,
+            &args.serverless,
+            args.serverless_capacity.unwrap_or(ServerlessPolicy::default().concurrency),
+        ),
+    ];
+    for (tier, urls, capacity) in flag_backends {
+        for url in urls {
+            BackendUrl::parse(url).map_err(|problem| usage(format!("--{tier}: {problem}")))?;
+            if capacity == 0 {
+                return Err(usage(format!("--{tier}-capacity must be at least 1")));
+            }
+            backends.push(BackendSpec { tier, url: url.clone(), capacity, auth: BackendAuth::None });
+        }
+    }
+
+    let settings = RouterSettings {
+        api_keys,
+        admin_key: Some(admin_key.clone()),
+        public,
+        health_public: args.health_public || config.health_public,
+        connect_timeout: config.connect_timeout,
+        first_byte_timeout: config.first_byte_timeout,
+        idle_timeout: config.idle_timeout,
+        max_body_bytes: config.max_body_bytes,
+        max_concurrent_requests: u64::from(config.max_concurrent_requests),
+        queue_timeout: config.queue_timeout,
+        max_attempts: config.max_attempts,
+    };
+    let state = Arc::new(RoutingState::default());
+    state.publish(&backends).map_err(|problem| usage(format!("backends: {problem}")))?;
+    let router = Arc::new(Router::new(state, settings));
+    let mut server_settings = ServerSettings::new(args.listen.unwrap_or(config.listen));
+    if let Some(threads) = args.threads {
+        server_settings.threads = threads.max(1);
+    }
+    let spot = backends.iter().filter(|b| b.tier == Tier::Spot).count();
+    println(&format!(
+        "tandemn router on http://{} ({spot} spot, {} serverless backends; {})",
+        server_settings.listen,
+        backends.len() - spot,
+        if public { "public, no client auth" } else { "client API keys required" }
+    ));
+    if generated_admin {
+        println(&format!("admin key (for /router/* and /metrics): {}", admin_key.expose()));
+    }
+    let server = server::build(router, &server_settings);
+    server::run(server, Box::new(pingora_unix_signals()));
+    Ok(())
+}
+
+fn rand_key() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    // Two OS-seeded hashers give 128 random bits without another dependency.
+    let half = || u128::from(std::collections::hash_map::RandomState::new().build_hasher().finish());
+    (half() << 64) | half()
+}
+
+/// SIGTERM drains for the grace period, SIGINT stops at once, SIGQUIT hands over.
+fn pingora_unix_signals() -> pingora::server::UnixShutdownSignalWatch {
+    pingora::server::UnixShutdownSignalWatch
+}
