@@ -262,16 +262,18 @@ async fn stream(
     let mut usage = UsageScanner::default();
     let mut finished = done_at_header;
     while !finished {
+        // A client that leaves is noticed when a write fails. Only when the upstream has
+        // been silent for a while does the router look at the client connection itself,
+        // which costs a read: not worth it per chunk.
         let step = tokio::select! {
             chunk = upstream.read_response_body() => Step::Upstream(chunk),
-            _ = session.read_body_or_idle(true) => Step::ClientGone,
+            () = tokio::time::sleep(CLIENT_CHECK_AFTER) => Step::Quiet,
         };
         match step {
             Step::Upstream(Ok(Some(bytes))) => {
                 usage.scan(&bytes);
                 // End the response with its last bytes: a keep-alive client may send its
-                // next request the moment it has them, and the disconnect watch below
-                // must not be running then (it would read, and eat, that request).
+                // next request the moment it has them.
                 finished = upstream.response_done();
                 if session.write_response_body(Some(bytes), finished).await.is_err() {
                     router.metrics.client_aborts.fetch_add(1, Relaxed);
@@ -296,10 +298,12 @@ async fn stream(
                 let _ = session.write_response_body(tail, true).await;
                 break;
             }
-            Step::ClientGone => {
-                router.metrics.client_aborts.fetch_add(1, Relaxed);
-                ctx.error = Some("client_gone");
-                break;
+            Step::Quiet => {
+                if client_gone(session).await {
+                    router.metrics.client_aborts.fetch_add(1, Relaxed);
+                    ctx.error = Some("client_gone");
+                    break;
+                }
             }
         }
     }
@@ -319,5 +323,15 @@ async fn stream(
 
 enum Step {
     Upstream(pingora::Result<Option<Bytes>>),
-    ClientGone,
+    Quiet,
+}
+
+/// How long the upstream may be silent before the router checks the client is still there.
+const CLIENT_CHECK_AFTER: Duration = Duration::from_millis(250);
+
+/// One look at the client connection: closed (or sending junk mid-response) means gone.
+async fn client_gone(session: &mut Session) -> bool {
+    use futures_util::FutureExt;
+    // The request body was read in full, so any readiness here is a close or an error.
+    matches!(session.read_body_or_idle(true).now_or_never(), Some(Ok(None) | Err(_)))
 }

@@ -93,6 +93,10 @@ impl ProxyHttp for RouterService {
         RequestCtx::default()
     }
 
+    /// No downstream modules: bytes pass through untouched (no compression), and no
+    /// per-chunk module call.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let router = &self.0;
         ctx.started = Some(Instant::now());

@@ -1,10 +1,14 @@
 //! What the router reads from response bodies without buffering them: the output token
 //! count from `usage`, and the error event that ends a stream whose upstream failed.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use memchr::memmem;
 
 const NEEDLE: &[u8] = b"\"completion_tokens\":";
+/// Built once: building a searcher costs more than searching one chunk.
+static FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(NEEDLE));
 /// Enough of the previous chunk to find a needle split across two chunks.
 const TAIL: usize = 40;
 
@@ -28,7 +32,7 @@ impl UsageScanner {
     }
 
     fn find_in(&mut self, haystack: &[u8]) {
-        for start in memmem::find_iter(haystack, NEEDLE) {
+        for start in FINDER.find_iter(haystack) {
             let digits: Vec<u8> = haystack[start + NEEDLE.len()..]
                 .iter()
                 .skip_while(|b| b.is_ascii_whitespace())
