@@ -261,13 +261,21 @@ async fn stream(
     upstream.set_read_timeout(Some(router.settings.idle_timeout));
     let mut usage = UsageScanner::default();
     let mut finished = done_at_header;
+    let mut pending = None;
     while !finished {
         // A client that leaves is noticed when a write fails. Only when the upstream has
         // been silent for a while does the router look at the client connection itself,
         // which costs a read: not worth it per chunk.
-        let step = tokio::select! {
-            chunk = upstream.read_response_body() => Step::Upstream(chunk),
-            () = tokio::time::sleep(CLIENT_CHECK_AFTER) => Step::Quiet,
+        let step = match pending.take() {
+            Some(step) => step,
+            None => tokio::select! {
+                chunk = upstream.read_response_body() => Step::Upstream(chunk),
+                () = tokio::time::sleep(CLIENT_CHECK_AFTER) => Step::Quiet,
+            },
+        };
+        let step = match step {
+            Step::Upstream(Ok(Some(bytes))) => Step::Upstream(Ok(Some(coalesce(&mut upstream, bytes, &mut pending)))),
+            other => other,
         };
         match step {
             Step::Upstream(Ok(Some(bytes))) => {
@@ -324,6 +332,28 @@ async fn stream(
 enum Step {
     Upstream(pingora::Result<Option<Bytes>>),
     Quiet,
+}
+
+/// Chunks that arrived together leave together: joins the body chunks the upstream
+/// already delivered (never waiting for more), so a burst costs one write, not one per
+/// chunk. Anything that is not data is kept in `pending` for the next turn.
+fn coalesce(upstream: &mut HttpSession, first: Bytes, pending: &mut Option<Step>) -> Bytes {
+    use futures_util::FutureExt;
+    const MAX: usize = 64 * 1024;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while !upstream.response_done() && joined.as_ref().map_or(first.len(), |j| j.len()) < MAX {
+        match upstream.read_response_body().now_or_never() {
+            Some(Ok(Some(more))) => {
+                joined.get_or_insert_with(|| bytes::BytesMut::from(&first[..])).extend_from_slice(&more);
+            }
+            Some(other) => {
+                *pending = Some(Step::Upstream(other));
+                break;
+            }
+            None => break,
+        }
+    }
+    joined.map_or(first, bytes::BytesMut::freeze)
 }
 
 /// How long the upstream may be silent before the router checks the client is still there.
