@@ -294,12 +294,8 @@ fn bench_and_mock_vllm_reject_bad_flags_with_usage_errors() {
 #[test]
 fn mock_vllm_and_bench_work_end_to_end_from_the_cli() {
     let sandbox = Sandbox::new();
-    let args = ["mock-vllm", "--port", "0", "--ttft-ms", "5", "--itl-ms", "1", "--exit-after-secs", "60"];
-    let binary = assert_cmd::cargo::cargo_bin("tandemn");
-    let child = std::process::Command::new(binary).args(args).stdout(std::process::Stdio::piped()).spawn();
-    let mut mock = KillOnDrop(child.unwrap());
-    let stdout = std::io::BufReader::new(mock.0.stdout.take().unwrap());
-    let first_line = std::io::BufRead::lines(stdout).next().unwrap().unwrap();
+    let (_mock, first_line) =
+        start(&["mock-vllm", "--port", "0", "--ttft-ms", "5", "--itl-ms", "1", "--exit-after-secs", "60"]);
     let url = first_line.split_whitespace().last().unwrap().to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "{first_line}");
 
@@ -342,18 +338,6 @@ fn the_router_refuses_to_run_open_by_accident() {
 #[test]
 fn the_router_serves_end_to_end_from_the_cli() {
     let sandbox = Sandbox::new();
-    let binary = assert_cmd::cargo::cargo_bin("tandemn");
-    let start = |args: &[&str]| {
-        let child = std::process::Command::new(&binary)
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        let mut child = KillOnDrop(child.unwrap());
-        let stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
-        let first_line = std::io::BufRead::lines(stdout).next().unwrap().unwrap();
-        (child, first_line)
-    };
     let (_spot, spot_line) = start(&["mock-vllm", "--port", "0", "--ttft-ms", "2", "--itl-ms", "1"]);
     let spot_url = spot_line.split_whitespace().last().unwrap().to_string();
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -391,6 +375,20 @@ fn the_router_serves_end_to_end_from_the_cli() {
     let mut denied =
         sandbox.tandemn(&["bench", "--url", &url, "--model", "mock-model", "--concurrency", "1", "--requests", "1"]);
     denied.assert().code(1).stderr(contains("status_401 1"));
+}
+
+/// Starts `tandemn ARGS` in the background and returns it with the first line it printed
+/// (the servers print their address there once they listen).
+fn start(args: &[&str]) -> (KillOnDrop, String) {
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandemn"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut child = KillOnDrop(child.unwrap());
+    let stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let first_line = std::io::BufRead::lines(stdout).next().unwrap().unwrap();
+    (child, first_line)
 }
 
 /// A child process that is killed and reaped however the test ends.

@@ -6,24 +6,8 @@
 # mock-vllm and the load generator get one thread each; the router gets the core count.
 # Usage: benches/scripts/router.sh [SECONDS]   (default 15 s per run)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 secs=${1:-15}
-cargo build --release -q
-bin=target/release/tandemn
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-wait_for() { for _ in $(seq 200); do grep -q "$2" "$1" 2>/dev/null && return; sleep 0.05; done; echo "timeout: $1" >&2; exit 1; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
-start_mock() {
-  "$bin" mock-vllm --port 0 --threads 1 --max-num-seqs 8192 "$@" > "$tmp/mock.out" &
-  mock_pid=$!; pids+=("$mock_pid")
-  wait_for "$tmp/mock.out" serving
-  mock_url=$(awk '/serving/ {print $NF}' "$tmp/mock.out")
-}
+source "$(dirname "$0")/common.sh"
 
 start_router() {
   local port
@@ -60,7 +44,7 @@ PY
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); ${secs} s per run"
 
-start_mock --ttft-ms 50 --itl-ms 10
+start_mock --ttft-ms 50 --itl-ms 10 --max-num-seqs 8192
 start_router
 for streams in 256 1024; do
   run "direct$streams" "$mock_url" --concurrency "$streams" --osl 64
@@ -80,7 +64,7 @@ PY
 done
 kill "$router_pid" "$mock_pid"; wait "$router_pid" "$mock_pid" 2>/dev/null || true
 
-start_mock --ttft-ms 0 --itl-ms 0
+start_mock --ttft-ms 0 --itl-ms 0 --max-num-seqs 8192
 start_router
 run direct1 "$mock_url" --concurrency 1 --osl 64
 run router1 "$router_url" --concurrency 1 --osl 64

@@ -5,36 +5,18 @@
 #      ITL 10 ms), both tools on one thread each.
 # Usage: benches/scripts/tools.sh [SECONDS]   (default 15 s per run)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 secs=${1:-15}
-cargo build --release -q
-bin=target/release/tandemn
-tmp=$(mktemp -d)
-mock_pid=""
-cleanup() { [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
-start_mock() {
-  "$bin" mock-vllm --port 0 --threads 1 "$@" > "$tmp/mock.out" &
-  mock_pid=$!
-  for _ in $(seq 100); do grep -q serving "$tmp/mock.out" && break; sleep 0.1; done
-  url=$(awk '/serving/ {print $NF}' "$tmp/mock.out")
-  [ -n "$url" ] || { echo "mock-vllm did not start" >&2; exit 1; }
-}
-
-stop_mock() { kill "$mock_pid"; wait "$mock_pid" 2>/dev/null || true; mock_pid=""; }
+source "$(dirname "$0")/common.sh"
 
 # Runs the load generator against the mock; prints one result line.
 measure() {
   local label=$1; shift
   local before after
   before=$(ticks "$mock_pid")
-  curl -s "$url/metrics" > "$tmp/metrics.before"
-  "$bin" bench --url "$url" --threads 1 --isl 16 --duration "${secs}s" --json "$@" > "$tmp/report.json"
+  curl -s "$mock_url/metrics" > "$tmp/metrics.before"
+  "$bin" bench --url "$mock_url" --threads 1 --isl 16 --duration "${secs}s" --json "$@" > "$tmp/report.json"
   after=$(ticks "$mock_pid")
-  curl -s "$url/metrics" > "$tmp/metrics.after"
+  curl -s "$mock_url/metrics" > "$tmp/metrics.after"
   python3 - "$label" "$((after - before))" "$secs" "$tmp/report.json" "$tmp/metrics.before" "$tmp/metrics.after" <<'PY'
 import json, re, sys
 label, mock_ticks, secs, path = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]

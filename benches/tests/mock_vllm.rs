@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tandemn_bench::mock_vllm::{MockConfig, MockVllm, StatsSnapshot};
+use tandemn_bench::mock_vllm::{MockConfig, MockVllm};
 
 fn fast() -> MockConfig {
     MockConfig { ttft_ms: 1.0, itl_ms: 1.0, ..MockConfig::default() }
@@ -19,18 +19,6 @@ async fn post(mock: &MockVllm, path: &str, body: Value) -> reqwest::Response {
 fn chat(max_tokens: u32, stream: bool) -> Value {
     json!({"model": "mock-model", "messages": [{"role": "user", "content": "hello there"}],
            "max_tokens": max_tokens, "stream": stream, "stream_options": {"include_usage": true}})
-}
-
-/// Polls the stats until `done` holds; bounded, so a broken server fails the test.
-async fn wait_for(mock: &MockVllm, done: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
-    for _ in 0..500 {
-        let stats = mock.stats();
-        if done(&stats) {
-            return stats;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition never held; last stats {:?}", mock.stats());
 }
 
 fn events(body: &str) -> Vec<&str> {
@@ -148,7 +136,7 @@ async fn requests_beyond_max_num_seqs_wait_for_a_slot() {
             tokio::spawn(async move { request.send().await.unwrap().text().await.unwrap() })
         })
         .collect();
-    let busy = wait_for(&mock, |s| s.running == 2 && s.waiting == 2).await;
+    let busy = mock.wait_until(|s| s.running == 2 && s.waiting == 2).await;
     assert_eq!(busy.completed, 0);
     let metrics = client.get(format!("{}/metrics", mock.url())).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("vllm:num_requests_waiting{model_name=\"mock-model\",engine=\"0\"} 2"), "{metrics}");
@@ -255,7 +243,7 @@ async fn client_disconnects_abort_the_generation() {
     response.chunk().await.unwrap().unwrap();
     assert_eq!(mock.stats().running, 1);
     drop(response);
-    let stats = wait_for(&mock, |s| s.aborted == 1).await;
+    let stats = mock.wait_until(|s| s.aborted == 1).await;
     assert_eq!((stats.running, stats.completed), (0, 0));
 }
 

@@ -72,6 +72,19 @@ impl MockVllm {
         self.shared.stats.snapshot()
     }
 
+    /// Polls the counters until `done` holds, for at most five seconds (tests use it
+    /// instead of sleeping and hoping). Panics with the last counters if it never holds.
+    pub async fn wait_until(&self, done: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
+        for _ in 0..500 {
+            let stats = self.stats();
+            if done(&stats) {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("mock-vllm never reached the expected state; last counters {:?}", self.stats());
+    }
+
     /// Waits until the server stops by itself (`exit_after_secs`).
     pub async fn stopped(&mut self) {
         let _ = (&mut self.server).await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tandemn_bench::mock_vllm::{MockConfig, MockVllm, StatsSnapshot};
+use tandemn_bench::mock_vllm::{MockConfig, MockVllm};
 use tandemn_config::api::{BackendAuth, BackendSpec, Secret, Tier};
 use tandemn_proxy::server::{self, ManualShutdown, ServerSettings};
 use tandemn_proxy::{Router, RouterSettings, RoutingState};
@@ -113,18 +113,6 @@ pub fn fast() -> MockConfig {
 pub fn chat_body(max_tokens: u32, stream: bool) -> serde_json::Value {
     serde_json::json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}],
                        "max_tokens": max_tokens, "stream": stream, "stream_options": {"include_usage": true}})
-}
-
-/// Polls until `done` holds for the mock's counters (bounded).
-pub async fn wait_for_mock(mock: &MockVllm, done: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
-    for _ in 0..500 {
-        let stats = mock.stats();
-        if done(&stats) {
-            return stats;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition never held; mock stats {:?}", mock.stats());
 }
 
 pub fn backend_of(response: &reqwest::Response) -> String {

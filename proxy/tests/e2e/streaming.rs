@@ -52,7 +52,7 @@ async fn a_client_that_leaves_cancels_the_generation() {
     let mut response = router.chat(&chat_body(1000, true)).send().await.unwrap();
     response.chunk().await.unwrap().unwrap();
     drop(response);
-    let stats = wait_for_mock(&spot, |s| s.aborted == 1).await;
+    let stats = spot.wait_until(|s| s.aborted == 1).await;
     assert_eq!((stats.running, stats.completed), (0, 0));
     let health = router.health().await;
     assert_eq!(health["backends"][0]["inflight"], 0, "the slot was released");
