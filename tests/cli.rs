@@ -344,12 +344,7 @@ fn the_router_serves_end_to_end_from_the_cli() {
     let (_router, router_line) =
         start(&["router", "--listen", &listen.to_string(), "--spot", &spot_url, "--api-key", "secret-key"]);
     assert!(router_line.contains("1 spot, 0 serverless"), "{router_line}");
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(listen).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until(|| std::net::TcpStream::connect(listen).is_ok());
     let url = format!("http://{listen}");
     let out = stdout_of(&mut sandbox.tandemn(&[
         "bench",
@@ -375,6 +370,69 @@ fn the_router_serves_end_to_end_from_the_cli() {
     let mut denied =
         sandbox.tandemn(&["bench", "--url", &url, "--model", "mock-model", "--concurrency", "1", "--requests", "1"]);
     denied.assert().code(1).stderr(contains("status_401 1"));
+}
+
+#[test]
+fn the_router_reloads_its_backends_on_sighup() {
+    let sandbox = Sandbox::new();
+    let config = |ports: &[u16]| {
+        let backends: String =
+            ports.iter().map(|p| format!("    - {{tier: spot, url: 'http://127.0.0.1:{p}'}}\n")).collect();
+        format!("model: m\ngpu: L4\nrouter:\n  api_keys: [{{env: TANDEMN_TEST_KEY}}]\n  backends:\n{backends}")
+    };
+    let file = sandbox.write("router.yaml", &config(&[9]));
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandemn"))
+        .args(["router", "--config", file.to_str().unwrap(), "--listen", &listen.to_string(), "--admin-key", "adm"])
+        .env("TANDEMN_TEST_KEY", "k")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let router = KillOnDrop(child.unwrap());
+    let backends = || -> usize {
+        let health = http_get(listen, "/router/health", "adm");
+        health.matches("\"tier\":\"spot\"").count()
+    };
+    wait_until(|| std::net::TcpStream::connect(listen).is_ok());
+    assert_eq!(backends(), 1);
+    std::fs::write(&file, config(&[9, 10, 11])).unwrap();
+    let status = std::process::Command::new("kill").args(["-HUP", &router.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    wait_until(|| backends() == 3);
+
+    // A broken file is refused (and logged); the router keeps serving and takes the next good one.
+    let hangup = || {
+        let status = std::process::Command::new("kill").args(["-HUP", &router.0.id().to_string()]).status();
+        assert!(status.unwrap().success());
+    };
+    std::fs::write(&file, "model: m\ngpu: L4\nrouter: {bogus: 1}\n").unwrap();
+    hangup();
+    std::fs::write(&file, config(&[9, 12])).unwrap();
+    hangup();
+    wait_until(|| backends() == 2);
+}
+
+/// Polls `done` every 10 ms for at most five seconds.
+fn wait_until(done: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the condition never held");
+}
+
+/// A plain HTTP/1.1 GET with a bearer key; returns the whole response as text.
+fn http_get(addr: std::net::SocketAddr, path: &str, key: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
 
 /// Starts `tandemn ARGS` in the background and returns it with the first line it printed

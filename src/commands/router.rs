@@ -1,7 +1,9 @@
 //! `tandemn router`: the proxy in the foreground, with backends from a config file or
 //! flags. Refuses to start without client auth unless told `--public`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tandemn_config::api::{BackendAuth, BackendSpec, BackendUrl, Secret, Tier};
 use tandemn_config::{Catalog, RouterConfig, ServerlessPolicy, Sources};
@@ -94,9 +96,78 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
     if generated_admin {
         println(&format!("admin key (for /router/* and /metrics): {}", admin_key.expose()));
     }
-    let server = server::build(router, &server_settings);
+    let mut server = server::build(router.clone(), &server_settings);
+    if let Some(path) = &args.config {
+        let fixed: Vec<BackendSpec> = backends.into_iter().skip(config.backends.len()).collect();
+        let reloader = ConfigReloader { path: path.clone(), state: router.state.clone(), flag_backends: fixed };
+        server.add_service(pingora::services::background::background_service("config reload", reloader));
+    }
     server::run(server, Box::new(pingora_unix_signals()));
     Ok(())
+}
+
+/// Re-reads the config file on SIGHUP or when it changes, and swaps in its backends
+/// (plus those from flags). In-flight requests keep the table they started with; a file
+/// with problems changes nothing and the problems are logged.
+struct ConfigReloader {
+    path: PathBuf,
+    state: Arc<RoutingState>,
+    flag_backends: Vec<BackendSpec>,
+}
+
+impl ConfigReloader {
+    const POLL: Duration = Duration::from_secs(2);
+
+    fn modified(&self) -> Option<SystemTime> {
+        std::fs::metadata(&self.path).and_then(|m| m.modified()).ok()
+    }
+
+    fn reload(&self, why: &str) {
+        let sources = Sources { deployment_file: Some(self.path.clone()), ..Sources::default() };
+        let result = sources.load(Catalog::embedded()).map_err(|e| e.to_string()).and_then(|spec| {
+            let mut backends: Vec<BackendSpec> =
+                spec.router.backends.iter().map(|b| b.resolve()).collect::<Result<_, _>>()?;
+            backends.extend(self.flag_backends.iter().cloned());
+            self.state.publish(&backends).map(|version| (version, backends.len()))
+        });
+        match result {
+            Ok((version, count)) => tracing::info!(%why, version, backends = count, "configuration reloaded"),
+            Err(problem) => tracing::warn!(%why, %problem, "configuration not reloaded; keeping the current backends"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for ConfigReloader {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; reloading on file changes only");
+                None
+            }
+        };
+        let mut seen = self.modified();
+        loop {
+            let hup = async {
+                match hangup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = hup => self.reload("SIGHUP"),
+                () = tokio::time::sleep(Self::POLL) => {
+                    let now = self.modified();
+                    if now != seen {
+                        seen = now;
+                        self.reload("the file changed");
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn rand_key() -> u128 {

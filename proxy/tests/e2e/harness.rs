@@ -60,6 +60,12 @@ impl TestRouter {
         Self { url: format!("http://{listen}"), shutdown, thread: Some(thread) }
     }
 
+    /// Starts a graceful shutdown, as SIGTERM would: no new connections, in-flight
+    /// requests finish within the grace period.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.fire();
+    }
+
     pub fn client(&self) -> reqwest::Client {
         reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
     }

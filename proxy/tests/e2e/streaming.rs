@@ -57,3 +57,18 @@ async fn a_client_that_leaves_cancels_the_generation() {
     let health = router.health().await;
     assert_eq!(health["backends"][0]["inflight"], 0, "the slot was released");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_streams_in_flight() {
+    let paced = MockConfig { itl_ms: 20.0, ..fast() };
+    let spot = mock(paced).await;
+    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &spot, 8)]);
+    let mut response = router.chat(&chat_body(20, true)).send().await.unwrap();
+    let mut body = String::from_utf8(response.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    router.begin_shutdown();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        body.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(body.ends_with("data: [DONE]\n\n"), "the stream was cut by the shutdown: {body}");
+    assert_eq!(spot.stats().completed, 1);
+}
