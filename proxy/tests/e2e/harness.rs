@@ -92,8 +92,9 @@ impl Drop for TestRouter {
     }
 }
 
-/// Pingora binds its own listener, so the test asks the OS for a free port on
-/// 127.0.0.1:0 and hands it over; nothing else on the loopback takes it in between.
+/// Pingora binds its own listener from an address, so the test asks the OS for a free
+/// port on 127.0.0.1:0 and hands it over (the window in which another socket could take
+/// it is a few microseconds; ports are not reused that fast).
 fn reserve_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
