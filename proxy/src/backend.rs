@@ -88,6 +88,8 @@ pub struct Backend {
     state: AtomicU8,
     pub stats: BackendStats,
     signal: Arc<CapacitySignal>,
+    /// The last address the host name resolved to (host names only; IPs need none).
+    pub resolved: arc_swap::ArcSwapOption<std::net::SocketAddr>,
 }
 
 /// Counters every request updates with relaxed atomics.
@@ -120,6 +122,7 @@ impl Backend {
             state: AtomicU8::new(BackendState::Ready as u8),
             stats: BackendStats::default(),
             signal,
+            resolved: arc_swap::ArcSwapOption::empty(),
         }
     }
 

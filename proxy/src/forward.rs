@@ -161,8 +161,14 @@ async fn send(
 }
 
 /// Where and how to connect to `backend`; fails only when its name does not resolve.
+/// Host names resolve once and then come from the cache the health service refreshes,
+/// so no request waits for DNS after the first.
 pub(crate) async fn peer(router: &Router, backend: &Backend) -> Result<HttpPeer, String> {
-    let address = resolve(&backend.url.host, backend.url.port).await?;
+    let address = match (backend.url.host.parse(), backend.resolved.load_full()) {
+        (Ok(ip), _) => SocketAddr::new(ip, backend.url.port),
+        (Err(_), Some(cached)) => *cached,
+        (Err(_), None) => refresh_address(backend).await?,
+    };
     // A resolved address: HttpPeer::new does no lookup (and cannot panic) for it.
     let mut peer = HttpPeer::new(address, backend.url.tls, backend.url.host.clone());
     let options = peer.get_mut_peer_options().expect("HTTP peers have options");
@@ -171,7 +177,13 @@ pub(crate) async fn peer(router: &Router, backend: &Backend) -> Result<HttpPeer,
     Ok(peer)
 }
 
-/// IP literals need no lookup; names are resolved off the async threads.
+/// Resolves a backend's host name off the async threads and caches the answer.
+pub(crate) async fn refresh_address(backend: &Backend) -> Result<SocketAddr, String> {
+    let address = resolve(&backend.url.host, backend.url.port).await?;
+    backend.resolved.store(Some(Arc::new(address)));
+    Ok(address)
+}
+
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     if let Ok(ip) = host.parse() {
         return Ok(SocketAddr::new(ip, port));

@@ -18,6 +18,8 @@ use crate::service::Router;
 
 /// Consecutive failed probes that take a Ready replica Down (one success brings it back).
 const DOWN_AFTER: u32 = 2;
+/// How often host names of backends are looked up again (serverless endpoints move).
+const DNS_REFRESH: Duration = Duration::from_secs(30);
 
 pub struct HealthService {
     pub router: Arc<Router>,
@@ -31,6 +33,7 @@ impl BackgroundService for HealthService {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = Instant::now();
+        let mut last_dns = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -46,6 +49,17 @@ impl BackgroundService for HealthService {
             let probes = table.spot.iter().filter(|b| b.state() != BackendState::Draining).map(|b| self.probe(b));
             // Concurrently: one slow replica does not delay the others.
             futures_util::future::join_all(probes).await;
+            if last_dns.elapsed() >= DNS_REFRESH {
+                last_dns = Instant::now();
+                let named = table.backends().filter(|b| b.url.host.parse::<std::net::IpAddr>().is_err());
+                let lookups = named.map(|b| async move {
+                    if let Err(error) = crate::forward::refresh_address(b).await {
+                        // Keep the last good address; the next refresh tries again.
+                        tracing::warn!(backend = %b.id, %error, "DNS refresh failed");
+                    }
+                });
+                futures_util::future::join_all(lookups).await;
+            }
         }
     }
 }

@@ -87,3 +87,21 @@ async fn back_to_back_requests_on_one_connection_arrive_intact() {
     }
     assert_eq!((spot.stats().completed, spot.stats().rejected), (200, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_may_be_named_by_host_name() {
+    let svl = mock(fast()).await;
+    let named = tandemn_config::api::BackendSpec {
+        tier: Tier::Serverless,
+        url: format!("http://localhost:{}", svl.addr().port()),
+        capacity: 8,
+        auth: tandemn_config::api::BackendAuth::None,
+    };
+    let router = TestRouter::start(settings(), &[named]);
+    for _ in 0..3 {
+        let response = router.chat(&chat_body(2, false)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(backend_of(&response), format!("serverless/localhost:{}", svl.addr().port()));
+    }
+    assert_eq!(svl.stats().completed, 3);
+}
