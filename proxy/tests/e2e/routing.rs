@@ -105,3 +105,70 @@ async fn backends_may_be_named_by_host_name() {
     }
     assert_eq!(svl.stats().completed, 3);
 }
+
+/// Active probes take a booting (or sick) spot replica out and bring it back, without a
+/// table rebuild; meanwhile serverless serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_move_spot_replicas_between_ready_and_down() {
+    let booting = mock(tandemn_bench::mock_vllm::MockConfig { boot_secs: 1.0, ..fast() }).await;
+    let svl = mock(fast()).await;
+    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &booting, 8), spec(Tier::Serverless, &svl, 8)]);
+    let state = |health: &serde_json::Value| health["backends"][0]["state"].as_str().unwrap().to_string();
+    let mut seen = Vec::new();
+    for _ in 0..300 {
+        let health = router.health().await;
+        let now = state(&health);
+        if seen.last() != Some(&now) {
+            seen.push(now.clone());
+            if now == "down" {
+                // While the replica is down, traffic goes to serverless.
+                let response = router.chat(&chat_body(2, false)).send().await.unwrap();
+                assert!(backend_of(&response).starts_with("serverless/"));
+            }
+        }
+        assert_eq!(health["table_version"], 1, "state changes never rebuild the table");
+        if seen.ends_with(&["down".to_string(), "ready".to_string()]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(seen.ends_with(&["down".to_string(), "ready".to_string()]), "states seen: {seen:?}");
+    let response = router.chat(&chat_body(2, false)).send().await.unwrap();
+    assert!(backend_of(&response).starts_with("spot/"), "back in rotation");
+}
+
+/// An SSE answer that carries Content-Length would be held back by some clients until
+/// the end; the router drops the length and streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_lose_their_content_length() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = vec![0_u8; 65536];
+        let mut read = 0;
+        // Headers, then the JSON body the router sends with Content-Length.
+        while !String::from_utf8_lossy(&request[..read]).contains("\"stream\":true") {
+            read += socket.read(&mut request[read..]).await.unwrap();
+        }
+        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\n";
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        socket.write_all(response.as_bytes()).await.unwrap();
+    });
+    // Serverless, so no health probe takes the scripted server's one connection.
+    let backend = tandemn_config::api::BackendSpec {
+        tier: Tier::Serverless,
+        url: upstream,
+        capacity: 1,
+        auth: tandemn_config::api::BackendAuth::None,
+    };
+    let router = TestRouter::start(settings(), &[backend]);
+    let response = router.chat(&chat_body(1, true)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("content-length").is_none(), "{:?}", response.headers());
+    assert!(response.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+}
