@@ -23,7 +23,7 @@ start_router() {
 # run LABEL URL [bench flags]: one bench run; prints its JSON report path.
 run() {
   local label=$1 url=$2; shift 2
-  "$bin" bench --url "$url" --api-key bench-key --model mock-model --threads 1 --isl 16 \
+  "$bin" bench --url "$url" --api-key bench-key --model mock-model --threads 1 --isl 16 --warmup 2s \
     --duration "${secs}s" --json "$@" > "$tmp/$label.json"
 }
 

@@ -168,6 +168,9 @@ pub struct BenchArgs {
     /// Stop after this many requests
     #[arg(long, value_name = "N")]
     pub requests: Option<u64>,
+    /// Send but do not measure requests started in this first stretch, e.g. 2s
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub warmup: Duration,
     /// Prompt length in tokens (traces carry their own)
     #[arg(long, default_value_t = 550, value_name = "TOKENS")]
     pub isl: u32,
@@ -269,7 +272,7 @@ pub fn bench(args: &BenchArgs) -> Result<String, ToolError> {
         };
         let stream = !args.no_stream;
         let target = Target { client, url, api_key: args.api_key.clone(), model, api: args.api, stream };
-        let report = loadgen::run(target, load, !args.json).await;
+        let report = loadgen::run(target, load, !args.json, args.warmup).await;
         let json = serde_json::to_string_pretty(&report).expect("a report always serializes");
         if let Some(path) = &args.out {
             std::fs::write(path, &json).map_err(|e| ToolError::Failed(format!("{}: {e}", path.display())))?;

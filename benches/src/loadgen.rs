@@ -57,24 +57,39 @@ struct Progress {
 struct Recorder {
     outcomes: Mutex<Vec<Outcome>>,
     progress: Progress,
+    started: Instant,
+    /// Requests sent before this much time has passed are not measured.
+    warmup: Duration,
+    warmup_requests: AtomicU64,
 }
 
 impl Recorder {
-    fn record(&self, outcome: Outcome) {
+    fn record(&self, sent: Instant, outcome: Outcome) {
         self.progress.done.fetch_add(1, Relaxed);
         if outcome.error.is_some() {
             self.progress.failed.fetch_add(1, Relaxed);
+        }
+        if sent - self.started < self.warmup {
+            self.warmup_requests.fetch_add(1, Relaxed);
+            return;
         }
         self.outcomes.lock().expect("no recorder holder panics").push(outcome);
     }
 }
 
-/// Runs the load to the end and reports. `show_progress` prints a live line on stderr
-/// when stderr is a terminal.
-pub async fn run(target: Target, load: Load, show_progress: bool) -> Report {
+/// Runs the load to the end and reports. Requests sent during the first `warmup` (the
+/// connection storm at the start) are sent but not measured. `show_progress` prints a
+/// live line on stderr when stderr is a terminal.
+pub async fn run(target: Target, load: Load, show_progress: bool, warmup: Duration) -> Report {
     let target = Arc::new(target);
-    let recorder = Arc::new(Recorder { outcomes: Mutex::new(Vec::new()), progress: Progress::default() });
     let started = Instant::now();
+    let recorder = Arc::new(Recorder {
+        outcomes: Mutex::new(Vec::new()),
+        progress: Progress::default(),
+        started,
+        warmup,
+        warmup_requests: AtomicU64::new(0),
+    });
     let cpu_at_start = process_cpu();
     let ticker = (show_progress && std::io::stderr().is_terminal())
         .then(|| tokio::spawn(progress_line(recorder.clone(), started)));
@@ -94,7 +109,11 @@ pub async fn run(target: Target, load: Load, show_progress: bool) -> Report {
         eprintln!();
     }
     let outcomes = std::mem::take(&mut *recorder.outcomes.lock().expect("no recorder holder panics"));
-    let mut report = summarize(&target, mode, elapsed, outcomes);
+    // Rates count only the measured part of the run.
+    let measured = elapsed.saturating_sub(warmup);
+    let mut report = summarize(&target, mode, measured, outcomes);
+    report.warmup_secs = warmup.as_secs_f64();
+    report.warmup_requests = recorder.warmup_requests.load(Relaxed);
     report.client_cpu_percent = cpu.map(|cpu| cpu.as_secs_f64() * 100.0 / elapsed.as_secs_f64().max(f64::EPSILON));
     report
 }
@@ -144,8 +163,9 @@ async fn closed_loop(target: &Arc<Target>, recorder: &Arc<Recorder>, plan: Close
                     break;
                 }
                 recorder.progress.sent.fetch_add(1, Relaxed);
+                let sent = Instant::now();
                 let outcome = target.send(plan.isl, plan.osl).await;
-                recorder.record(outcome);
+                recorder.record(sent, outcome);
             }
         });
     }
@@ -160,8 +180,9 @@ async fn open_loop(target: &Arc<Target>, recorder: &Arc<Recorder>, trace: Trace,
         let (target, recorder) = (target.clone(), recorder.clone());
         recorder.progress.sent.fetch_add(1, Relaxed);
         in_flight.spawn(async move {
+            let sent = Instant::now();
             let outcome = target.send(entry.input_length, entry.output_length).await;
-            recorder.record(outcome);
+            recorder.record(sent, outcome);
         });
     }
     while in_flight.join_next().await.is_some() {}
@@ -225,5 +246,7 @@ fn summarize(target: &Target, mode: String, elapsed: Duration, outcomes: Vec<Out
         backends,
         tiers,
         client_cpu_percent: None,
+        warmup_secs: 0.0,
+        warmup_requests: 0,
     }
 }

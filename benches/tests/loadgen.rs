@@ -22,7 +22,7 @@ fn closed(users: u32, requests: u64, osl: u32) -> Load {
 #[tokio::test]
 async fn closed_loop_counts_requests_tokens_and_gaps() {
     let mock = MockVllm::start(MockConfig { ttft_ms: 20.0, itl_ms: 2.0, ..MockConfig::default() }).await.unwrap();
-    let report = run(target(mock.url(), true), closed(4, 20, 8), false).await;
+    let report = run(target(mock.url(), true), closed(4, 20, 8), false, Duration::ZERO).await;
     assert_eq!((report.requests, report.succeeded, report.failed), (20, 20, 0));
     assert_eq!(report.output_tokens, 160);
     assert_eq!(report.ttft_ms.count, 20);
@@ -34,7 +34,7 @@ async fn closed_loop_counts_requests_tokens_and_gaps() {
     let cpu = report.client_cpu_percent.expect("Linux reports the process's CPU time");
     assert!((0.0..=400.0).contains(&cpu), "{cpu}");
 
-    let whole = run(target(mock.url(), false), closed(2, 6, 5), false).await;
+    let whole = run(target(mock.url(), false), closed(2, 6, 5), false, Duration::ZERO).await;
     assert_eq!((whole.succeeded, whole.output_tokens, whole.ttft_ms.count), (6, 30, 0));
 }
 
@@ -42,7 +42,7 @@ async fn closed_loop_counts_requests_tokens_and_gaps() {
 async fn open_loop_sends_every_planned_request() {
     let mock = MockVllm::start(MockConfig { ttft_ms: 1.0, itl_ms: 1.0, ..MockConfig::default() }).await.unwrap();
     let trace = Trace::at_rate(200.0, Arrival::Constant, None, Some(40), 16, 4, 1);
-    let report = run(target(mock.url(), true), Load::Open { trace }, false).await;
+    let report = run(target(mock.url(), true), Load::Open { trace }, false, Duration::ZERO).await;
     assert_eq!((report.requests, report.succeeded), (40, 40));
     assert_eq!(report.output_tokens, 160);
     assert!(report.duration_secs >= 0.195, "40 arrivals 5 ms apart span 195 ms: {}", report.duration_secs);
@@ -51,23 +51,23 @@ async fn open_loop_sends_every_planned_request() {
 #[tokio::test]
 async fn failures_are_counted_by_kind() {
     let erroring = MockVllm::start(MockConfig { error_rate: 1.0, ..MockConfig::default() }).await.unwrap();
-    let report = run(target(erroring.url(), true), closed(2, 5, 4), false).await;
+    let report = run(target(erroring.url(), true), closed(2, 5, 4), false, Duration::ZERO).await;
     assert_eq!(report.failed, 5);
     assert_eq!(report.errors.get("status_500"), Some(&5));
 
     let dying = MockConfig { die_after_chunks: Some(2), ttft_ms: 1.0, itl_ms: 10.0, ..MockConfig::default() };
     let dying = MockVllm::start(dying).await.unwrap();
-    let report = run(target(dying.url(), true), closed(1, 3, 10), false).await;
+    let report = run(target(dying.url(), true), closed(1, 3, 10), false, Duration::ZERO).await;
     assert_eq!(report.errors.get("truncated"), Some(&3), "{:?}", report.errors);
 
     let url = { MockVllm::start(MockConfig::default()).await.unwrap().url() };
-    let report = run(target(url, true), closed(1, 2, 4), false).await;
+    let report = run(target(url, true), closed(1, 2, 4), false, Duration::ZERO).await;
     assert_eq!(report.errors.get("connect"), Some(&2), "nothing listens any more: {:?}", report.errors);
 
     let hanging = MockVllm::start(MockConfig { hang_rate: 1.0, ..MockConfig::default() }).await.unwrap();
     let mut slow = target(hanging.url(), true);
     slow.client = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
-    let report = run(slow, closed(1, 1, 4), false).await;
+    let report = run(slow, closed(1, 1, 4), false, Duration::ZERO).await;
     assert_eq!(report.errors.get("timeout"), Some(&1));
 }
 
@@ -113,7 +113,7 @@ async fn backend_headers_give_the_routing_split() {
     const BODY: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n\
                         data: {\"choices\":[],\"usage\":{\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
     let url = scripted_server(&["spot/r1", "spot/r2", "serverless/modal", "spot/r1"], BODY).await;
-    let report = run(target(url, true), closed(1, 8, 2), false).await;
+    let report = run(target(url, true), closed(1, 8, 2), false, Duration::ZERO).await;
     assert_eq!(report.succeeded, 8);
     assert_eq!(report.output_tokens, 16, "tokens come from the usage chunk");
     assert_eq!(report.tiers.get("spot"), Some(&6));
@@ -122,6 +122,17 @@ async fn backend_headers_give_the_routing_split() {
     assert!(report.table().contains("served by: serverless 2 (25%), spot 6 (75%)"), "{}", report.table());
 
     let url = scripted_server(&["spot/r1"], "data: {\"error\": {\"message\": \"upstream died\"}}\n\n").await;
-    let report = run(target(url, true), closed(1, 2, 2), false).await;
+    let report = run(target(url, true), closed(1, 2, 2), false, Duration::ZERO).await;
     assert_eq!(report.errors.get("stream_error"), Some(&2));
+}
+
+#[tokio::test]
+async fn warmup_requests_are_sent_but_not_measured() {
+    let mock = MockVllm::start(MockConfig { ttft_ms: 1.0, itl_ms: 1.0, ..MockConfig::default() }).await.unwrap();
+    let trace = Trace::at_rate(100.0, Arrival::Constant, None, Some(40), 8, 2, 0);
+    let report = run(target(mock.url(), true), Load::Open { trace }, false, Duration::from_millis(200)).await;
+    assert_eq!(report.requests + report.warmup_requests, 40);
+    assert!((17..=23).contains(&report.warmup_requests), "arrivals 10 ms apart: {}", report.warmup_requests);
+    assert_eq!(mock.stats().requests, 40, "warm-up requests were still sent");
+    assert!(report.table().contains("warm-up"));
 }

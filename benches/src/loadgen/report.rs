@@ -70,6 +70,9 @@ pub struct Report {
     pub tiers: BTreeMap<String, u64>,
     /// The load generator's own CPU use over the run, in percent of one core.
     pub client_cpu_percent: Option<f64>,
+    /// Requests sent in the first `warmup_secs` were sent but are not in the numbers above.
+    pub warmup_secs: f64,
+    pub warmup_requests: u64,
 }
 
 impl Report {
@@ -77,6 +80,13 @@ impl Report {
         let mut out = String::new();
         let stream = if self.streaming { "streaming" } else { "non-streaming" };
         let _ = writeln!(out, "{} ({}, {stream}) for {:.1} s", self.url, self.mode, self.duration_secs);
+        if self.warmup_requests > 0 {
+            let _ = writeln!(
+                out,
+                "after a {:.1} s warm-up ({} requests not measured)",
+                self.warmup_secs, self.warmup_requests
+            );
+        }
         let _ = writeln!(
             out,
             "requests {}  ok {}  failed {}  {:.1} req/s  {} output tokens  {:.0} tok/s\n",
