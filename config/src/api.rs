@@ -97,7 +97,8 @@ impl BackendUrl {
         };
         let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
         if authority.contains('@') || path.contains(['?', '#']) {
-            return Err(format!("`{text}` must not carry credentials, a query or a fragment"));
+            // Not repeated: what follows `@` or `?` is often a secret.
+            return Err("a backend URL must not carry credentials, a query or a fragment".to_string());
         }
         let default_port = if tls { 443 } else { 80 };
         let (host, port) = match authority.rsplit_once(':') {

@@ -137,12 +137,6 @@ fn deserialize_all<T: DeserializeOwned>(mut value: Value, origins: &Origins, out
             path.clear();
         }
         let message = error.inner().to_string();
-        if let Some(key) = unknown_key(&message)
-            && !path.ends_with(key)
-        {
-            // serde reports an unknown key at its parent mapping.
-            path = if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
-        }
         out.push(origins.violation(&path, describe(&message)));
         if path.is_empty() || !remove_path(&mut value, &path) {
             return None;
@@ -173,7 +167,12 @@ fn describe(message: &str) -> String {
             "f64" => "a number",
             "a boolean" => "true or false",
             "a sequence" => "a list",
-            "struct RawSecret" => "a mapping with `env:` or `file:`",
+            // Never repeat what was written: it may be the secret itself.
+            "struct RawSecret" => {
+                return "expected a mapping with `env:` or `file:`; secrets are read from the environment or \
+                        a file, never written inline (the value is not shown)"
+                    .to_string();
+            }
             other if other.starts_with("struct ") => "a mapping of keys",
             other => other,
         };
@@ -404,12 +403,15 @@ mod tests {
                 "F:5:7: `router.api_keys[0].env`: `1BAD` is not an environment variable name",
             ),
             ("router:\n  api_keys: [{value: k}]\n", "`router.api_keys[0].value`: unknown key; valid keys: env, file"),
+            ("router:\n  admin_key: sk-live-123\n", "`router.admin_key`: expected a mapping with `env:` or `file:`"),
             (
                 "public: true\nrouter:\n  api_keys: [{env: K}]\n",
                 "`router.api_keys`: `public: true` turns client auth off",
             ),
             ("router: {max_attempts: 0}\n", "`router.max_attempts`: must be between 1 and 10, got 0"),
             ("region: ''\n", "`region`: must not be empty"),
+            ("router: {router: 1}\n", "`router.router`: unknown key"),
+            ("scaling:\n  spot: {pot: 1}\n", "`scaling.spot.pot`: unknown key"),
             ("router:\n  backends:\n    - {tier: spot}\n", "`router.backends[0]`: needs a `url`"),
             (
                 "router:\n  backends:\n    - {tier: gpu, url: 'http://a'}\n",
@@ -490,6 +492,13 @@ mod tests {
         let backends = &spec.router.backends;
         assert_eq!((backends[0].capacity, backends[1].capacity), (24, 48));
         assert!(matches!(backends[1].auth, crate::BackendAuthRef::Modal { .. }));
+    }
+
+    #[test]
+    fn inline_secrets_are_never_repeated() {
+        let found = errors(&format!("{BASE}router:\n  admin_key: sk-live-123\n  api_keys: [sk-live-456]\n"));
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(found.iter().all(|e| !e.contains("sk-live")), "{found:#?}");
     }
 
     #[test]

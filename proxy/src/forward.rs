@@ -50,7 +50,10 @@ pub async fn run(router: &Router, session: &mut Session, ctx: &mut RequestCtx, b
     let mut tried: Vec<String> = Vec::new();
     let mut last_failure = None;
     let queue_deadline = Instant::now() + settings.queue_timeout;
-    let first_attempt = Instant::now();
+    let request = session.req_header().clone();
+    if let Some(problem) = unsafe_path(&request) {
+        return Err(ProxyError::BadRequest(problem));
+    }
     for attempt in 1..=settings.max_attempts {
         let pick = loop {
             let picked = select::pick(&table, &tried, router.now_ms(), &mut rand::rng());
@@ -60,9 +63,12 @@ pub async fn run(router: &Router, session: &mut Session, ctx: &mut RequestCtx, b
                 Err(NoPick::NoBackends) => return Err(final_error(last_failure)),
                 Err(NoPick::Saturated) => {
                     let left = queue_deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() || !router.state.capacity.wait(left).await && Instant::now() >= queue_deadline {
+                    if left.is_zero() {
                         return Err(if tried.is_empty() { ProxyError::NoCapacity } else { final_error(last_failure) });
                     }
+                    // Woken or timed out, look once more: a slot freed just before this
+                    // request started waiting would otherwise be missed.
+                    router.state.capacity.wait(left).await;
                     // Waiting may outlive a table swap; look at the newest one.
                     if tried.is_empty() {
                         table = router.state.snapshot();
@@ -88,9 +94,21 @@ pub async fn run(router: &Router, session: &mut Session, ctx: &mut RequestCtx, b
                 && b.circuit_allows(now_ms)
         });
         let last_chance = attempt == settings.max_attempts || !elsewhere;
-        match send(router, &backend, session.req_header(), &body, &ctx.request_id, last_chance).await {
+        let attempt_started = Instant::now();
+        let sent = tokio::select! {
+            sent = send(router, &backend, &request, &body, &ctx.request_id, last_chance) => Some(sent),
+            () = client_leaves(session) => None,
+        };
+        let Some(sent) = sent else {
+            // Nobody is waiting for the answer: dropping the attempt closes its connection,
+            // which stops the generation upstream.
+            router.metrics.client_aborts.fetch_add(1, Relaxed);
+            ctx.error = Some("client_gone");
+            return Ok(());
+        };
+        match sent {
             Ok((upstream, peer, header)) => {
-                let ttfb = first_attempt.elapsed();
+                let ttfb = attempt_started.elapsed();
                 backend.record_success(ttfb);
                 router.metrics.observe_ttfb(backend.tier, ttfb);
                 ctx.ttfb = Some(ttfb);
@@ -139,25 +157,79 @@ async fn send(
         timeout: matches!(e.etype(), ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout),
         detail: e.to_string(),
     };
-    let (mut upstream, _reused) = router.connector.get_http_session(&peer).await.map_err(transport)?;
-    upstream.set_read_timeout(Some(router.settings.first_byte_timeout));
-    upstream.set_write_timeout(Some(router.settings.first_byte_timeout));
-    let request = upstream_request(downstream, backend, body.len(), request_id);
-    upstream.write_request_header(Box::new(request)).await.map_err(transport)?;
-    if !body.is_empty() {
-        upstream.write_request_body(body.clone(), true).await.map_err(transport)?;
-    }
-    upstream.finish_request_body().await.map_err(transport)?;
-    upstream.read_response_header().await.map_err(transport)?;
-    let header = upstream.response_header().cloned().ok_or_else(|| AttemptFailure::Transport {
-        timeout: false,
-        detail: "the upstream sent no response header".to_string(),
-    })?;
+    // A pooled connection the backend closed while idle fails at once; that says nothing
+    // about the backend, so the exchange is tried again on another connection.
+    let mut tries_left = 2;
+    let (upstream, header) = loop {
+        let (mut upstream, reused) = router.connector.get_http_session(&peer).await.map_err(transport)?;
+        match exchange(router, &mut upstream, downstream, backend, body, request_id).await {
+            Ok(header) => break (upstream, header),
+            Err(error) if reused && tries_left > 1 && !matches!(error.etype(), ErrorType::ReadTimedout) => {
+                tries_left -= 1;
+            }
+            Err(error) => return Err(transport(error)),
+        }
+    };
     let status = header.status.as_u16();
     if backend.tier == Tier::Spot && matches!(status, 502..=504) && !last_chance {
         return Err(AttemptFailure::Status(status));
     }
     Ok((upstream, peer, header))
+}
+
+/// Writes the request and reads the final response header (informational 1xx headers
+/// are skipped; `Expect` is never forwarded, so a 100 is not expected, but a backend may
+/// still send one, or a 103).
+async fn exchange(
+    router: &Router,
+    upstream: &mut HttpSession,
+    downstream: &RequestHeader,
+    backend: &Backend,
+    body: &Bytes,
+    request_id: &str,
+) -> pingora::Result<ResponseHeader> {
+    upstream.set_read_timeout(Some(router.settings.first_byte_timeout));
+    upstream.set_write_timeout(Some(router.settings.first_byte_timeout));
+    let request = upstream_request(downstream, backend, body.len(), request_id);
+    upstream.write_request_header(Box::new(request)).await?;
+    if !body.is_empty() {
+        upstream.write_request_body(body.clone(), true).await?;
+    }
+    upstream.finish_request_body().await?;
+    for _ in 0..8 {
+        upstream.read_response_header().await?;
+        let header = upstream.response_header().cloned();
+        match header {
+            Some(header) if header.status.is_informational() => continue,
+            Some(header) => return Ok(header),
+            None => break,
+        }
+    }
+    pingora::Error::e_explain(ErrorType::InvalidHTTPHeader, "the upstream sent no final response header")
+}
+
+/// Refuses request targets that could escape the backend's base path or name another
+/// host: only origin-form paths without dot segments are forwarded.
+fn unsafe_path(request: &RequestHeader) -> Option<String> {
+    if request.uri.scheme().is_some() || request.uri.authority().is_some() {
+        return Some("absolute-form request targets are not accepted; send a path".to_string());
+    }
+    let path = request.uri.path();
+    let dot_segment = path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    });
+    dot_segment.then(|| "the request path must not contain `.` or `..` segments".to_string())
+}
+
+/// Resolves when the client has gone away; checks every so often, never per chunk.
+async fn client_leaves(session: &mut Session) {
+    loop {
+        tokio::time::sleep(CLIENT_CHECK_AFTER).await;
+        if client_gone(session).await {
+            return;
+        }
+    }
 }
 
 /// Where and how to connect to `backend`; fails only when its name does not resolve.
@@ -173,7 +245,9 @@ pub(crate) async fn peer(router: &Router, backend: &Backend) -> Result<HttpPeer,
     let mut peer = HttpPeer::new(address, backend.url.tls, backend.url.host.clone());
     let options = peer.get_mut_peer_options().expect("HTTP peers have options");
     options.connection_timeout = Some(router.settings.connect_timeout);
-    options.idle_timeout = Some(Duration::from_secs(60));
+    // TCP plus TLS: a stalled handshake must not outlive the connect budget by much.
+    options.total_connection_timeout = Some(router.settings.connect_timeout * 2);
+    options.idle_timeout = Some(POOL_IDLE);
     Ok(peer)
 }
 
@@ -190,11 +264,12 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     }
     let target = format!("{host}:{port}");
     let lookup = tokio::task::spawn_blocking(move || target.to_socket_addrs().map(|mut a| a.next()));
-    match lookup.await {
-        Ok(Ok(Some(address))) => Ok(address),
-        Ok(Ok(None)) => Err(format!("{host} has no address")),
+    match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
+        Ok(Ok(Ok(Some(address)))) => Ok(address),
+        Ok(Ok(Ok(None))) => Err(format!("{host} has no address")),
+        Ok(Ok(Err(error))) => Err(format!("cannot resolve {host}: {error}")),
         Ok(Err(error)) => Err(format!("cannot resolve {host}: {error}")),
-        Err(error) => Err(format!("cannot resolve {host}: {error}")),
+        Err(_) => Err(format!("resolving {host} took longer than {DNS_TIMEOUT:?}")),
     }
 }
 
@@ -203,14 +278,15 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 /// the backend's own credentials.
 fn upstream_request(downstream: &RequestHeader, backend: &Backend, body_len: usize, request_id: &str) -> RequestHeader {
     let mut request = downstream.clone();
-    if !backend.url.base_path.is_empty() {
-        let path_and_query = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
-        let joined = format!("{}{path_and_query}", backend.url.base_path);
-        if let Ok(uri) = joined.parse() {
-            request.set_uri(uri);
-        }
+    // Always origin form under the base path (`unsafe_path` already refused anything else).
+    let path_and_query = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = format!("{}{path_and_query}", backend.url.base_path);
+    request.set_uri(target.parse().unwrap_or_else(|_| downstream.uri.clone()));
+    request.set_version(pingora::http::Version::HTTP_11);
+    for name in connection_listed(&downstream.headers) {
+        request.remove_header(&name);
     }
-    for name in HOP_BY_HOP.iter().chain(&["authorization", "x-api-key", "content-length", "host"]) {
+    for name in HOP_BY_HOP.iter().chain(&["authorization", "x-api-key", "content-length", "host", "expect"]) {
         request.remove_header(*name);
     }
     let set = |request: &mut RequestHeader, name: &'static str, value: &str| {
@@ -232,6 +308,18 @@ fn upstream_request(downstream: &RequestHeader, backend: &Backend, body_len: usi
         }
     }
     request
+}
+
+/// Header names a `Connection` header lists: hop-by-hop for this message only.
+fn connection_listed(headers: &pingora::http::HMap) -> Vec<String> {
+    headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty() && name != "close" && name != "keep-alive")
+        .collect()
 }
 
 /// Writes the response header, then passes body bytes through as they come, until the
@@ -256,6 +344,9 @@ async fn stream(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
     let mut response = header;
+    for name in connection_listed(&response.headers) {
+        response.remove_header(&name);
+    }
     for name in HOP_BY_HOP {
         response.remove_header(name);
     }
@@ -273,7 +364,9 @@ async fn stream(
     upstream.set_read_timeout(Some(router.settings.idle_timeout));
     let mut usage = UsageScanner::default();
     let mut finished = done_at_header;
+    let mut broken = false;
     let mut pending = None;
+    let mut last_data = Instant::now();
     while !finished {
         // A client that leaves is noticed when a write fails. Only when the upstream has
         // been silent for a while does the router look at the client connection itself,
@@ -291,6 +384,7 @@ async fn stream(
         };
         match step {
             Step::Upstream(Ok(Some(bytes))) => {
+                last_data = Instant::now();
                 usage.scan(&bytes);
                 // End the response with its last bytes: a keep-alive client may send its
                 // next request the moment it has them.
@@ -306,16 +400,14 @@ async fn stream(
                 finished = true;
             }
             Step::Upstream(Err(error)) => {
-                router.metrics.stream_errors.fetch_add(1, Relaxed);
                 backend.record_failure(router.now_ms());
-                ctx.error = Some("upstream_failed_mid_stream");
-                tracing::warn!(backend = %backend.id, %error, "upstream failed after the first byte");
-                let tail = if event_stream {
-                    Some(sse::error_event(&format!("upstream failed mid-stream: {error}")))
-                } else {
-                    None
-                };
-                let _ = session.write_response_body(tail, true).await;
+                broken = fail_mid_stream(router, session, ctx, &backend, event_stream, &error.to_string()).await;
+                break;
+            }
+            // The read is restarted at every quiet check, so its own timer never runs out.
+            Step::Quiet if last_data.elapsed() >= router.settings.idle_timeout => {
+                let silence = format!("no data from the upstream for {:?}", router.settings.idle_timeout);
+                broken = fail_mid_stream(router, session, ctx, &backend, event_stream, &silence).await;
                 break;
             }
             Step::Quiet => {
@@ -335,10 +427,35 @@ async fn stream(
     if finished {
         // A complete exchange leaves a reusable connection; anything else is dropped,
         // which closes it and so cancels the generation upstream.
-        router.connector.release_http_session(upstream, &peer, Some(Duration::from_secs(60))).await;
+        router.connector.release_http_session(upstream, &peer, Some(POOL_IDLE)).await;
     }
     drop(guard);
-    Ok(())
+    if broken { Err(ProxyError::BrokenResponse) } else { Ok(()) }
+}
+
+/// After the first byte the request cannot move. An event stream gets a last error event
+/// and a clean end; any other body must not look complete, so the connection is closed
+/// instead (returns true: the caller reports a broken response).
+async fn fail_mid_stream(
+    router: &Router,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    backend: &Backend,
+    event_stream: bool,
+    why: &str,
+) -> bool {
+    router.metrics.stream_errors.fetch_add(1, Relaxed);
+    ctx.error = Some("upstream_failed_mid_stream");
+    tracing::warn!(backend = %backend.id, why, "upstream failed after the first byte");
+    if event_stream {
+        let _ = session
+            .write_response_body(Some(sse::error_event(&format!("upstream failed mid-stream: {why}"))), true)
+            .await;
+        false
+    } else {
+        session.set_keepalive(None);
+        true
+    }
 }
 
 enum Step {
@@ -370,6 +487,9 @@ fn coalesce(upstream: &mut HttpSession, first: Bytes, pending: &mut Option<Step>
 
 /// How long the upstream may be silent before the router checks the client is still there.
 const CLIENT_CHECK_AFTER: Duration = Duration::from_millis(250);
+/// Idle pooled connections are closed before uvicorn's (vLLM's) 5 s keep-alive would.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One look at the client connection: closed (or sending junk mid-response) means gone.
 async fn client_gone(session: &mut Session) -> bool {

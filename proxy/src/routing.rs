@@ -66,11 +66,17 @@ impl RouteTable {
 pub struct RoutingState {
     table: ArcSwap<RouteTable>,
     pub capacity: Arc<CapacitySignal>,
+    /// Serializes publishers (admin API, reloads) so no update is lost; requests never take it.
+    publishing: std::sync::Mutex<()>,
 }
 
 impl Default for RoutingState {
     fn default() -> Self {
-        Self { table: ArcSwap::from_pointee(RouteTable::default()), capacity: Arc::default() }
+        Self {
+            table: ArcSwap::from_pointee(RouteTable::default()),
+            capacity: Arc::default(),
+            publishing: std::sync::Mutex::new(()),
+        }
     }
 }
 
@@ -82,6 +88,7 @@ impl RoutingState {
     /// Builds and swaps in the next table; the only writer of the table. On error the
     /// current table stays.
     pub fn publish(&self, specs: &[BackendSpec]) -> Result<u64, String> {
+        let _one_at_a_time = self.publishing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let next = RouteTable::build(specs, &self.table.load(), &self.capacity)?;
         let version = next.version;
         self.table.store(Arc::new(next));

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tandemn_config::api::Secret;
 
 use crate::errors::ProxyError;
@@ -130,13 +130,33 @@ impl ProxyHttp for RouterService {
                 return reject(session, ctx, error).await;
             }
         };
-        if let Err(error) = forward::run(router, session, ctx, body).await {
-            if matches!(error, ProxyError::NoCapacity | ProxyError::NoBackends) {
-                router.metrics.rejected_no_capacity.fetch_add(1, Relaxed);
+        match forward::run(router, session, ctx, body).await {
+            Ok(()) => Ok(true),
+            // Headers are out; closing the connection is the only honest signal left.
+            Err(ProxyError::BrokenResponse) => {
+                Error::e_explain(ErrorType::ConnectionClosed, "the upstream failed after the response started")
             }
-            return reject(session, ctx, error).await;
+            Err(error) => {
+                if matches!(error, ProxyError::NoCapacity | ProxyError::NoBackends) {
+                    router.metrics.rejected_no_capacity.fetch_add(1, Relaxed);
+                }
+                reject(session, ctx, error).await
+            }
         }
-        Ok(true)
+    }
+
+    /// Only reached for a response that broke after its header went out: nothing more may
+    /// be written, and the connection must not be reused.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        _error: &pingora::Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        if session.response_written().is_none() {
+            let _ = session.respond_error(502).await;
+        }
+        FailToProxy { error_code: 502, can_reuse_downstream: false }
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {

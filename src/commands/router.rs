@@ -43,7 +43,7 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
     let (admin_key, generated_admin) = match (&args.admin_key, configured_admin) {
         (Some(key), _) => (Secret::new(key), false),
         (None, Some(key)) => (key, false),
-        (None, None) => (Secret::new(format!("{:032x}", rand_key())), true),
+        (None, None) => (Secret::new(format!("{:032x}", rand::random::<u128>())), true),
     };
 
     let mut backends: Vec<BackendSpec> =
@@ -168,13 +168,6 @@ impl pingora::services::background::BackgroundService for ConfigReloader {
             }
         }
     }
-}
-
-fn rand_key() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    // Two OS-seeded hashers give 128 random bits without another dependency.
-    let half = || u128::from(std::collections::hash_map::RandomState::new().build_hasher().finish());
-    (half() << 64) | half()
 }
 
 /// SIGTERM drains for the grace period, SIGINT stops at once, SIGQUIT hands over.

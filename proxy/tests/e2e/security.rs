@@ -61,3 +61,24 @@ async fn no_backends_is_a_503() {
     assert_eq!(response.headers()["x-tandemn-error"], "no_backends");
     assert!(response.headers().contains_key("retry-after"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_cannot_climb_out_of_the_base_path() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let spot = mock(fast()).await;
+    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &spot, 8)]);
+    let address = router.url.trim_start_matches("http://").to_string();
+    // Raw requests: HTTP clients normalise dot segments away before sending.
+    for path in ["/v1/../admin", "/v1/%2e%2e/admin", "/./v1/models", "http://elsewhere/v1/models"] {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        socket.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 400"), "{path}: {response}");
+    }
+    assert_eq!(spot.stats().requests, 0);
+}

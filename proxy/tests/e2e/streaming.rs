@@ -72,3 +72,18 @@ async fn shutdown_drains_streams_in_flight() {
     assert!(body.ends_with("data: [DONE]\n\n"), "the stream was cut by the shutdown: {body}");
     assert_eq!(spot.stats().completed, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_upstream_is_cut_after_the_idle_timeout() {
+    let stalls = MockConfig { ttft_ms: 5.0, itl_ms: 60_000.0, ..fast() };
+    let spot = mock(stalls).await;
+    let mut config = settings();
+    config.idle_timeout = Duration::from_millis(300);
+    let router = TestRouter::start(config, &[spec(Tier::Spot, &spot, 8)]);
+    let started = Instant::now();
+    let body = router.chat(&chat_body(5, true)).send().await.unwrap().text().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "the stream was not cut");
+    let events: Vec<&str> = body.split_terminator("\n\n").collect();
+    assert_eq!(events.len(), 2, "one token, then the error: {body}");
+    assert!(events[1].contains("no data from the upstream"), "{body}");
+}
