@@ -165,10 +165,23 @@ impl Backend {
         self.stats.failures.fetch_add(1, Relaxed);
         let consecutive = self.stats.consecutive_failures.fetch_add(1, Relaxed) + 1;
         if consecutive >= CIRCUIT_THRESHOLD {
-            let doublings = (consecutive - CIRCUIT_THRESHOLD).min(10);
-            let backoff = (CIRCUIT_BASE_MS << doublings).min(CIRCUIT_MAX_MS);
-            self.stats.circuit_open_until_ms.store(now_ms + backoff, Relaxed);
+            self.stats.circuit_open_until_ms.store(now_ms + backoff_ms(consecutive), Relaxed);
         }
+    }
+
+    /// For a request about to use this backend: true if its circuit is closed, or if it
+    /// is due a half-open probe and this request is the one that gets it (the others keep
+    /// seeing an open circuit until the probe's outcome is known).
+    pub fn claim_circuit(&self, now_ms: u64) -> bool {
+        let until = self.stats.circuit_open_until_ms.load(Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if now_ms < until {
+            return false;
+        }
+        let rearmed = now_ms + backoff_ms(self.stats.consecutive_failures.load(Relaxed));
+        self.stats.circuit_open_until_ms.compare_exchange(until, rearmed, Relaxed, Relaxed).is_ok()
     }
 
     /// Any answer from the backend, even an error status, proves the transport works.
@@ -194,6 +207,13 @@ impl Backend {
     pub fn circuit_open(&self, now_ms: u64) -> bool {
         !self.circuit_allows(now_ms)
     }
+}
+
+/// How long a circuit stays open after `consecutive` failures: doubling from 0.5 s, at
+/// most 30 s.
+fn backoff_ms(consecutive: u32) -> u64 {
+    let doublings = consecutive.saturating_sub(CIRCUIT_THRESHOLD).min(10);
+    (CIRCUIT_BASE_MS << doublings).min(CIRCUIT_MAX_MS)
 }
 
 /// Holds one capacity slot of a backend; releases it when dropped, however the request ends.
@@ -250,6 +270,21 @@ mod tests {
         assert!(b.available(2000 + 2 * CIRCUIT_BASE_MS));
         b.record_success(Duration::from_millis(3));
         assert!(b.available(0) && b.stats.consecutive_failures.load(Relaxed) == 0);
+    }
+
+    #[test]
+    fn a_half_open_circuit_admits_one_probe_at_a_time() {
+        let b = backend(4);
+        assert!(b.claim_circuit(0), "closed circuits admit everyone");
+        for _ in 0..CIRCUIT_THRESHOLD {
+            b.record_failure(1000);
+        }
+        assert!(!b.claim_circuit(1000), "open");
+        let due = 1000 + CIRCUIT_BASE_MS;
+        assert!(b.claim_circuit(due), "the first request after the backoff is the probe");
+        assert!(!b.claim_circuit(due), "everyone else waits for its outcome");
+        b.record_success(Duration::from_millis(1));
+        assert!(b.claim_circuit(due) && b.claim_circuit(due), "a successful probe closes the circuit");
     }
 
     #[test]

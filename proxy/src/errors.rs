@@ -29,6 +29,8 @@ pub enum ProxyError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// The upstream failed after the response started; the connection is closed so the
     /// client cannot take a truncated body for a whole one.
     #[error("the upstream failed after the response started")]
@@ -49,6 +51,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => (400, "bad_request", None),
             ProxyError::NotFound => (404, "not_found", None),
             ProxyError::MethodNotAllowed => (405, "method_not_allowed", None),
+            ProxyError::RequestTimeout => (408, "request_timeout", None),
             ProxyError::BrokenResponse => (502, "upstream_failed_mid_response", None),
         }
     }

@@ -37,7 +37,11 @@ impl RouteTable {
             }
             let fresh = Backend::new(spec.tier, url, spec.auth.clone(), spec.capacity, signal.clone());
             let backend = match known.get(fresh.id.as_str()) {
-                Some(existing) if existing.capacity == fresh.capacity && existing.auth == fresh.auth => {
+                Some(existing)
+                    if existing.url == fresh.url
+                        && existing.capacity == fresh.capacity
+                        && existing.auth == fresh.auth =>
+                {
                     Arc::clone(existing)
                 }
                 Some(existing) => {

@@ -36,12 +36,14 @@ pub fn pick(table: &RouteTable, tried: &[String], now_ms: u64, rng: &mut impl Rn
         saturated |= !candidates.is_empty();
         while !candidates.is_empty() {
             let index = two_choices(&candidates, rng);
-            match candidates[index].try_acquire() {
+            // A backend due a half-open probe lets exactly one request through.
+            match candidates[index].try_acquire().filter(|g| g.backend().claim_circuit(now_ms)) {
                 Some(guard) => {
                     let spilled = guard.backend().tier == Tier::Serverless && table.spot.iter().any(|b| usable(&b));
                     return Ok(Pick { guard, spilled });
                 }
-                // Full (or filled up between the look and the grab): try the others.
+                // Full (or filled up between the look and the grab), or its one probe is
+                // taken: try the others.
                 None => {
                     candidates.swap_remove(index);
                 }

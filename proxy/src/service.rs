@@ -121,7 +121,10 @@ impl ProxyHttp for RouterService {
             router.metrics.rejected_overloaded.fetch_add(1, Relaxed);
             return reject(session, ctx, ProxyError::Overloaded).await;
         };
-        let body = match read_body(session, router.settings.max_body_bytes).await {
+        // A slow sender must not hold an admission place for long.
+        let reading =
+            tokio::time::timeout(router.settings.idle_timeout, read_body(session, router.settings.max_body_bytes));
+        let body = match reading.await.unwrap_or(Err(ProxyError::RequestTimeout)) {
             Ok(body) => body,
             Err(error) => {
                 if matches!(error, ProxyError::BodyTooLarge { .. }) {
@@ -247,6 +250,8 @@ async fn read_body(session: &mut Session, limit: u64) -> std::result::Result<Byt
 }
 
 async fn reject(session: &mut Session, ctx: &mut RequestCtx, error: ProxyError) -> Result<bool> {
+    // The request body may be unread (or endless): do not let Pingora drain it for keep-alive.
+    session.set_keepalive(None);
     respond(session, ctx, Err(error)).await
 }
 
