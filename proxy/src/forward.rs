@@ -367,6 +367,11 @@ async fn stream(
     let mut broken = false;
     let mut pending = None;
     let mut last_data = Instant::now();
+    // One timer for the whole stream (not one per chunk): it ticks while the stream lasts,
+    // and a tick only matters once the upstream has been quiet that long.
+    let mut quiet_check = tokio::time::interval(CLIENT_CHECK_AFTER);
+    quiet_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    quiet_check.reset();
     while !finished {
         // A client that leaves is noticed when a write fails. Only when the upstream has
         // been silent for a while does the router look at the client connection itself,
@@ -375,7 +380,10 @@ async fn stream(
             Some(step) => step,
             None => tokio::select! {
                 chunk = upstream.read_response_body() => Step::Upstream(chunk),
-                () = tokio::time::sleep(CLIENT_CHECK_AFTER) => Step::Quiet,
+                _ = quiet_check.tick() => {
+                    if last_data.elapsed() < CLIENT_CHECK_AFTER { continue; }
+                    Step::Quiet
+                }
             },
         };
         let step = match step {

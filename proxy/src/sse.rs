@@ -10,25 +10,32 @@ const NEEDLE: &[u8] = b"\"completion_tokens\":";
 /// Built once: building a searcher costs more than searching one chunk.
 static FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(NEEDLE));
 /// Enough of the previous chunk to find a needle split across two chunks.
-const TAIL: usize = 40;
+const TAIL: usize = 32;
 
-/// Finds the last `"completion_tokens": N` in a body that arrives in pieces.
+/// Finds the last `"completion_tokens": N` in a body that arrives in pieces, without
+/// allocating per chunk.
 #[derive(Default)]
 pub struct UsageScanner {
-    tail: Vec<u8>,
+    tail: [u8; TAIL],
+    tail_len: usize,
     tokens: Option<u64>,
 }
 
 impl UsageScanner {
     pub fn scan(&mut self, chunk: &[u8]) {
         // Only the seam needs copying: the tail of the last chunk plus the head of this one.
-        let seam_end = chunk.len().min(TAIL);
-        let mut seam = std::mem::take(&mut self.tail);
-        seam.extend_from_slice(&chunk[..seam_end]);
-        self.find_in(&seam);
+        if self.tail_len > 0 {
+            let mut seam = [0_u8; 2 * TAIL];
+            let head = chunk.len().min(TAIL);
+            seam[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+            seam[self.tail_len..self.tail_len + head].copy_from_slice(&chunk[..head]);
+            let seam_len = self.tail_len + head;
+            self.find_in(&seam[..seam_len]);
+        }
         self.find_in(chunk);
         let keep = chunk.len().min(TAIL);
-        self.tail = chunk[chunk.len() - keep..].to_vec();
+        self.tail[..keep].copy_from_slice(&chunk[chunk.len() - keep..]);
+        self.tail_len = keep;
     }
 
     fn find_in(&mut self, haystack: &[u8]) {
