@@ -132,7 +132,7 @@ async fn warmup_requests_are_sent_but_not_measured() {
     let trace = Trace::at_rate(100.0, Arrival::Constant, None, Some(40), 8, 2, 0);
     let report = run(target(mock.url(), true), Load::Open { trace }, false, Duration::from_millis(200)).await;
     assert_eq!(report.requests + report.warmup_requests, 40);
-    assert!((17..=23).contains(&report.warmup_requests), "arrivals 10 ms apart: {}", report.warmup_requests);
+    assert!((10..=25).contains(&report.warmup_requests), "arrivals 10 ms apart: {}", report.warmup_requests);
     assert_eq!(mock.stats().requests, 40, "warm-up requests were still sent");
     assert!(report.table().contains("warm-up"));
 }

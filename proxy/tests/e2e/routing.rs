@@ -61,9 +61,15 @@ async fn requests_queue_for_capacity_then_get_503_with_retry_after() {
     assert_eq!(refused.headers()["retry-after"], "1");
     assert_eq!(refused.headers()["x-tandemn-error"], "no_capacity");
     drop(busy);
-    // The slot frees when the stream ends; a queued request then gets it.
-    let queued = router.chat(&chat_body(2, false)).send().await.unwrap();
-    assert_eq!(queued.status(), 200);
+    // The router notices the client left (at its next write) and frees the slot.
+    for _ in 0..500 {
+        if router.health().await["backends"][0]["inflight"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let freed = router.chat(&chat_body(2, false)).send().await.unwrap();
+    assert_eq!(freed.status(), 200);
 }
 
 /// A keep-alive client sends its next request the moment a response is complete; the
@@ -171,4 +177,20 @@ async fn event_streams_lose_their_content_length() {
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("content-length").is_none(), "{:?}", response.headers());
     assert!(response.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_request_takes_the_slot_when_it_frees() {
+    let paced = tandemn_bench::mock_vllm::MockConfig { ttft_ms: 5.0, itl_ms: 50.0, ..fast() };
+    let spot = mock(paced).await;
+    let mut config = settings();
+    config.queue_timeout = std::time::Duration::from_secs(5);
+    let router = TestRouter::start(config, &[spec(Tier::Spot, &spot, 1)]);
+    let mut first = router.chat(&chat_body(6, true)).send().await.unwrap();
+    first.chunk().await.unwrap();
+    // Sent while the only slot is taken: it waits, then runs when the first stream ends.
+    let second = router.chat(&chat_body(2, false)).send();
+    let ((), second) = tokio::join!(async { while first.chunk().await.unwrap().is_some() {} }, second);
+    assert_eq!(second.unwrap().status(), 200);
+    assert_eq!(spot.stats().completed, 2);
 }
