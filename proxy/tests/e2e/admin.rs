@@ -116,3 +116,26 @@ async fn config_swaps_under_load_drop_nothing() {
         "a bad config changes nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_health_can_be_opened_without_the_admin_key() {
+    let spot = mock(fast()).await;
+    let mut config = settings();
+    config.health_public = true;
+    let router = TestRouter::start(config, &[spec(Tier::Spot, &spot, 8)]);
+    let client = router.client();
+    let health = client.get(format!("{}/router/health", router.url)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    for path in ["/metrics", "/router/nothing"] {
+        let closed = client.get(format!("{}{path}", router.url)).send().await.unwrap();
+        assert_eq!(closed.status(), 401, "{path}");
+    }
+    let config_change = client
+        .post(format!("{}/router/config", router.url))
+        .json(&serde_json::json!({"backends": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config_change.status(), 401);
+    assert_eq!(router.health().await["backends"].as_array().unwrap().len(), 1, "nothing changed");
+}
