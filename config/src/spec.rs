@@ -35,18 +35,6 @@ pub struct DeploymentSpec {
     pub router: RouterConfig,
 }
 
-impl DeploymentSpec {
-    /// The provider-side name of the serverless deployment.
-    pub fn serverless_name(&self) -> String {
-        format!("{}-serverless", self.service_name)
-    }
-
-    /// The cluster name of spot replica `n`.
-    pub fn spot_replica_name(&self, n: u32) -> String {
-        format!("{}-spot-{n}", self.service_name)
-    }
-}
-
 /// A closed set of names, parsed from YAML or flags.
 pub trait Choice: Sized + Copy + 'static {
     const ALL: &'static [(&'static str, Self)];
@@ -241,8 +229,6 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
-    pub const DEFAULT_LISTEN: &'static str = "0.0.0.0:8080";
-
     /// Defaults that depend on the serverless policy (the first-byte timeout).
     pub fn defaults(serverless: &ServerlessPolicy) -> Self {
         Self {

@@ -65,10 +65,6 @@ impl CapacitySignal {
         self.freed.notify_waiters();
     }
 
-    pub fn waiting(&self) -> usize {
-        self.waiting.load(Relaxed)
-    }
-
     /// Waits until a slot may have been freed, or `timeout` passes; false on timeout.
     pub async fn wait(&self, timeout: Duration) -> bool {
         self.waiting.fetch_add(1, Relaxed);
