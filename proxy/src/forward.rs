@@ -354,6 +354,15 @@ async fn stream(
         // A length makes some clients and proxies wait for the whole body; SSE must flow.
         response.remove_header("content-length");
     }
+    let has_body = !matches!(response.status.as_u16(), 204 | 304) && session.req_header().method != "HEAD";
+    if has_body
+        && response.headers.get("content-length").is_none()
+        && session.req_header().version == pingora::http::Version::HTTP_11
+    {
+        // Without a length or chunking the body would end only when the connection
+        // closes: every stream would cost the client a new connection.
+        let _ = response.insert_header("transfer-encoding", "chunked");
+    }
     let _ = response.insert_header("x-tandemn-backend", backend.id.as_str());
     let _ = response.insert_header("x-request-id", ctx.request_id.as_str());
     let done_at_header = upstream.response_done();

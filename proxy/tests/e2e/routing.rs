@@ -194,3 +194,50 @@ async fn a_queued_request_takes_the_slot_when_it_frees() {
     assert_eq!(second.unwrap().status(), 200);
     assert_eq!(spot.stats().completed, 2);
 }
+
+/// A stream is sent chunked, so an HTTP/1.1 client keeps its connection for the next
+/// request instead of waiting for the close that would end a close-delimited body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_chunked_and_keep_the_connection() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let spot = mock(fast()).await;
+    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &spot, 8)]);
+    let address = router.url.trim_start_matches("http://").to_string();
+    let socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut socket = BufReader::new(socket);
+    let body = chat_body(3, true).to_string();
+    for round in 0..2 {
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        socket.get_mut().write_all(request.as_bytes()).await.unwrap();
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(socket.read_line(&mut line).await.unwrap() > 0, "round {round}: connection closed");
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line.to_ascii_lowercase());
+        }
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+        // Read chunks up to the last (zero-length) one.
+        let mut events = String::new();
+        loop {
+            let mut size = String::new();
+            socket.read_line(&mut size).await.unwrap();
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            socket.read_exact(&mut chunk).await.unwrap();
+            if size == 0 {
+                break;
+            }
+            events.push_str(std::str::from_utf8(&chunk[..size]).unwrap());
+        }
+        assert!(events.ends_with("data: [DONE]\n\n"), "{events}");
+    }
+    assert_eq!(spot.stats().completed, 2);
+}
