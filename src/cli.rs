@@ -39,6 +39,8 @@ pub enum Command {
     ShowGpus(ShowGpusArgs),
     /// Validate a configuration and provider setup
     Check(DeployArgs),
+    /// Kill a local spot replica, as a cloud would take a spot instance back
+    Preempt(PreemptArgs),
     /// Run the router (the proxy and, for deployments, the provisioner) in the foreground
     Router(RouterArgs),
     /// Run the vLLM simulator: an OpenAI-compatible server with vLLM's timing and faults
@@ -104,6 +106,9 @@ pub struct DeployArgs {
     /// Google Cloud region (e.g. us-central1)
     #[arg(long, value_name = "REGION")]
     pub gcp_region: Option<String>,
+    /// Validate and show what would be deployed, then stop
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl DeployArgs {
@@ -172,6 +177,18 @@ pub struct ServiceArgs {
     /// The deployment's service name
     #[arg(long, value_name = "NAME")]
     pub service_name: String,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PreemptArgs {
+    /// The deployment's service name
+    pub service: String,
+    /// The replica to kill (e.g. spot-2) [default: a ready one]
+    #[arg(long, value_name = "ID")]
+    pub replica: Option<String>,
 }
 
 #[derive(Debug, Args)]

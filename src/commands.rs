@@ -1,10 +1,15 @@
 //! One module per subcommand; `run` dispatches and `exit_code` classifies failures.
 
 mod check;
+mod cost;
 mod deploy;
+mod deployment;
+mod destroy;
 mod list;
+mod preempt;
 mod router;
 mod show_gpus;
+mod status;
 
 use crate::cli::Command;
 
@@ -19,9 +24,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Check(args) => check::run(&args),
         Command::List(args) => list::run(&args),
         Command::ShowGpus(args) => show_gpus::run(&args),
-        Command::Destroy(_) => not_available("destroy"),
-        Command::Status(_) => not_available("status"),
-        Command::Cost(_) => not_available("cost"),
+        Command::Destroy(args) => destroy::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Cost(args) => cost::run(&args),
+        Command::Preempt(args) => preempt::run(&args),
         Command::Router(args) => router::run(&args),
         Command::MockVllm(args) => tool(tandemn_bench::cli::mock_vllm(&args)),
         Command::Bench(args) => tool(tandemn_bench::cli::bench(&args).map(|report| crate::output::print(&report))),
@@ -41,9 +47,4 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         cause.downcast_ref::<UsageError>().is_some() || cause.downcast_ref::<tandemn_config::ConfigError>().is_some()
     });
     if usage { 2 } else { 1 }
-}
-
-fn not_available(command: &str) -> anyhow::Result<()> {
-    Err(UsageError(format!("`tandemn {command}` is not available yet in this build; it arrives with the provisioner"))
-        .into())
 }

@@ -179,42 +179,42 @@ fn every_example_config_validates() {
         let path = entry.unwrap().path();
         let path = path.to_str().unwrap();
         let args: Vec<&str> = if path.ends_with("scaling-policy.yaml") {
-            vec!["deploy", "--model", "m", "--gpu", "L4", "--scaling-policy", path]
+            vec!["deploy", "--dry-run", "--model", "m", "--gpu", "L4", "--scaling-policy", path]
         } else {
-            vec!["deploy", "--config", path]
+            vec!["deploy", "--dry-run", "--config", path]
         };
-        // Validation passes; only launching is not available yet.
-        sandbox.tandemn(&args).assert().code(2).stderr(contains("the configuration above is valid"));
+        sandbox.tandemn(&args).assert().success().stdout(contains("scaling      spot"));
         checked += 1;
     }
     assert!(checked >= 3);
 }
 
 #[test]
-fn deploy_validates_then_says_it_is_not_available() {
+fn deploy_validates_and_cloud_providers_are_refused_for_now() {
     let sandbox = Sandbox::new();
     sandbox
         .tandemn(&["deploy", "--model", "Qwen/Qwen3-0.6B", "--gpu", "L4", "--no-scale-to-zero"])
         .assert()
         .code(2)
         .stdout(contains("spot 1..8 replicas").and(contains("idle 300 s")).and(contains("(generated")))
-        .stderr(contains("not available yet"));
+        .stderr(contains("`local` provider only"));
     sandbox.tandemn(&["deploy", "--gpu", "L4"]).assert().code(2).stderr(contains("`model`: is required"));
     sandbox.tandemn(&["deploy", "--model", "m", "--gpu", "L4", "--tp-size", "-1"]).assert().code(2);
     assert!(!sandbox.state().join("state.db").exists(), "a rejected deploy records nothing");
 }
 
 #[test]
-fn unfinished_commands_exit_2_without_faking_output() {
+fn commands_on_unknown_deployments_exit_2() {
     let sandbox = Sandbox::new();
     for args in [
         &["destroy", "--service-name", "x"][..],
-        &["destroy", "--all"],
         &["status", "--service-name", "x"],
         &["cost", "--service-name", "x"],
+        &["preempt", "x"],
     ] {
-        sandbox.tandemn(args).assert().code(2).stdout("").stderr(contains("not available yet"));
+        sandbox.tandemn(args).assert().code(2).stdout("").stderr(contains("no deployment named `x`"));
     }
+    sandbox.tandemn(&["destroy", "--all"]).assert().success().stdout(contains("No active deployments."));
     sandbox.tandemn(&["destroy"]).assert().code(2);
     sandbox.tandemn(&["destroy", "--all", "--service-name", "x"]).assert().code(2);
     sandbox.tandemn(&["status"]).assert().code(2).stderr(contains("--service-name"));

@@ -10,7 +10,7 @@ use clap::Args;
 use crate::loadgen::request::{Api, Target};
 use crate::loadgen::schedule::{Arrival, Profile, Trace};
 use crate::loadgen::{self, Load};
-use crate::mock_vllm::{Jitter, MockConfig, MockVllm};
+use crate::mock_vllm::{Jitter, MockConfig, MockVllm, ServerlessSim};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -81,12 +81,29 @@ pub struct MockVllmArgs {
     /// Seed for tokens, jitter and faults [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Require this key on /v1/* (as vLLM's --api-key does)
+    /// Require this key on /v1/* (as vLLM's --api-key does) and on /billing
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
+    /// Serverless mode: simulate an endpoint of up to N containers that cold-start,
+    /// scale to zero and are billed per second (GET /billing)
+    #[arg(long, value_name = "N")]
+    pub serverless_containers_max: Option<u32>,
+    /// Serverless: requests one container serves at once [default: 32]
+    #[arg(long, value_name = "N")]
+    pub serverless_concurrency: Option<u32>,
+    /// Serverless: seconds a new container takes before it serves [default: 2]
+    #[arg(long, value_name = "SECS")]
+    pub cold_start_secs: Option<f64>,
+    /// Serverless: seconds without requests after which a container stops [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub scaledown_window_secs: Option<f64>,
     /// Runtime worker threads
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Exit when the process that started this one dies, even by SIGKILL (for replicas
+    /// that tandemn runs)
+    #[arg(long)]
+    pub exit_with_parent: bool,
 }
 
 impl MockVllmArgs {
@@ -109,8 +126,40 @@ impl MockVllmArgs {
         if self.api_key.is_some() {
             config.api_key = self.api_key.clone();
         }
+        self.apply_serverless(&mut config)?;
         config.validate().map_err(ToolError::Usage)?;
         Ok(config)
+    }
+
+    /// `--serverless-containers-max` turns the mode on; the other serverless flags
+    /// tune it and mean nothing without it (or a `serverless:` section in --config).
+    fn apply_serverless(&self, config: &mut MockConfig) -> Result<(), ToolError> {
+        if let Some(max) = self.serverless_containers_max {
+            config.serverless.get_or_insert_with(|| ServerlessSim::new(max)).containers_max = max;
+        }
+        let Some(sim) = &mut config.serverless else {
+            let tuned = self.serverless_concurrency.is_some()
+                || self.cold_start_secs.is_some()
+                || self.scaledown_window_secs.is_some();
+            if tuned {
+                return Err(ToolError::Usage(
+                    "--serverless-concurrency, --cold-start-secs and --scaledown-window-secs need \
+                     --serverless-containers-max (or `serverless:` in --config)"
+                        .to_string(),
+                ));
+            }
+            return Ok(());
+        };
+        if let Some(concurrency) = self.serverless_concurrency {
+            sim.concurrency = concurrency;
+        }
+        if let Some(secs) = self.cold_start_secs {
+            sim.cold_start_secs = secs;
+        }
+        if let Some(secs) = self.scaledown_window_secs {
+            sim.scaledown_window_secs = secs;
+        }
+        Ok(())
     }
 }
 
@@ -118,16 +167,45 @@ impl MockVllmArgs {
 pub fn mock_vllm(args: &MockVllmArgs) -> Result<(), ToolError> {
     let config = args.config()?;
     raise_file_limit();
+    if args.exit_with_parent {
+        exit_with_parent();
+    }
     runtime(args.threads)?.block_on(async {
         let model = config.served_model_name.clone();
+        let serverless = config.serverless.clone();
         let mut server = MockVllm::bind(config, SocketAddr::new(args.host, args.port))
             .await
             .map_err(|e| ToolError::Failed(format!("cannot listen on {}:{}: {e}", args.host, args.port)))?;
         say(&format!("mock-vllm serving {model} on {}", server.url()));
+        if let Some(sim) = &serverless {
+            say(&format!(
+                "mock-vllm: serverless, up to {} containers of {} requests, {} s cold start, {} s scale-down window; \
+                 billing at {}/billing",
+                sim.containers_max,
+                sim.concurrency,
+                sim.cold_start_secs,
+                sim.scaledown_window_secs,
+                server.url()
+            ));
+        }
         server.stopped().await;
         say("mock-vllm: stopped after --exit-after-secs");
         Ok(())
     })
+}
+
+/// A watcher thread: when the parent dies the process is re-parented (to init or a
+/// subreaper), and the new parent id is the sign to exit.
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(0);
+            }
+        }
+    });
 }
 
 /// Flags for `tandemn bench`.
@@ -340,7 +418,59 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Parser)]
+    struct MockVllmCli {
+        #[command(flatten)]
+        args: MockVllmArgs,
+    }
+
+    fn mock_config(flags: &[&str]) -> Result<MockConfig, ToolError> {
+        MockVllmCli::try_parse_from([&["mock-vllm"], flags].concat()).unwrap().args.config()
+    }
+
+    #[test]
+    fn serverless_flags_turn_the_mode_on_and_tune_it() {
+        assert_eq!(mock_config(&[]).unwrap().serverless, None);
+        let sim = mock_config(&["--serverless-containers-max", "4"]).unwrap().serverless.unwrap();
+        assert_eq!(sim, ServerlessSim::new(4));
+        let flags = [
+            "--serverless-containers-max",
+            "2",
+            "--serverless-concurrency",
+            "8",
+            "--cold-start-secs",
+            "0.5",
+            "--scaledown-window-secs",
+            "10",
+        ];
+        let sim = mock_config(&flags).unwrap().serverless.unwrap();
+        assert_eq!(
+            sim,
+            ServerlessSim { containers_max: 2, concurrency: 8, cold_start_secs: 0.5, scaledown_window_secs: 10.0 }
+        );
+
+        let err = mock_config(&["--cold-start-secs", "1"]).unwrap_err().to_string();
+        assert!(err.contains("--serverless-containers-max"), "{err}");
+        let err = mock_config(&["--serverless-containers-max", "0", "--scaledown-window-secs=-1"]).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("containers_max") && err.contains("scaledown_window_secs"), "{err}");
+    }
+
+    #[test]
+    fn serverless_flags_override_the_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mock.yaml");
+        std::fs::write(&path, "serverless:\n  containers_max: 3\n  cold_start_secs: 7\n").unwrap();
+        let path = path.to_str().unwrap();
+        let sim = mock_config(&["--config", path, "--serverless-concurrency", "1"]).unwrap().serverless.unwrap();
+        assert_eq!((sim.containers_max, sim.concurrency, sim.cold_start_secs), (3, 1, 7.0));
+        let sim = mock_config(&["--config", path, "--serverless-containers-max", "5"]).unwrap().serverless.unwrap();
+        assert_eq!((sim.containers_max, sim.cold_start_secs), (5, 7.0));
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -1,12 +1,13 @@
 //! mock-vllm over real sockets on 127.0.0.1:0: SSE framing, usage, queueing, boot,
-//! every fault mode and the error bodies.
+//! every fault mode, the error bodies, and serverless mode (cold starts, scale-out,
+//! the FIFO line, scale-down and billing).
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test by panicking")]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tandemn_bench::mock_vllm::{MockConfig, MockVllm};
+use tandemn_bench::mock_vllm::{MockConfig, MockVllm, ServerlessSim};
 
 fn fast() -> MockConfig {
     MockConfig { ttft_ms: 1.0, itl_ms: 1.0, ..MockConfig::default() }
@@ -284,4 +285,197 @@ async fn the_same_seed_gives_the_same_text() {
     let c = text(MockVllm::start(MockConfig { seed: 8, ..fast() }).await.unwrap()).await;
     assert_eq!(a, b);
     assert_ne!(a, c);
+}
+
+/// Serverless mode with test-sized timings: a 0.3 s cold start.
+fn serverless(containers_max: u32, concurrency: u32, scaledown_window_secs: f64) -> MockConfig {
+    let sim = ServerlessSim { containers_max, concurrency, cold_start_secs: 0.3, scaledown_window_secs };
+    MockConfig { serverless: Some(sim), ..fast() }
+}
+
+async fn get(mock: &MockVllm, path: &str) -> reqwest::Response {
+    reqwest::Client::new().get(format!("{}{path}", mock.url())).send().await.unwrap()
+}
+
+async fn billing(mock: &MockVllm) -> Value {
+    let response = get(mock, "/billing").await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// Polls `/billing` until `done` holds, for at most five seconds.
+async fn billing_until(mock: &MockVllm, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..500 {
+        let record = billing(mock).await;
+        if done(&record) {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the billing record never reached the expected state: {}", billing(mock).await);
+}
+
+fn metric(metrics: &str, name: &str) -> f64 {
+    let line = metrics.lines().find(|l| l.starts_with(&format!("{name}{{"))).unwrap_or_else(|| panic!("no {name}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Sends a streamed chat and returns the response once its first chunk arrived, with
+/// the time that took.
+async fn first_chunk(mock: &MockVllm, max_tokens: u32) -> (reqwest::Response, Duration) {
+    let sent = Instant::now();
+    let mut response = post(mock, "/v1/chat/completions", chat(max_tokens, true)).await;
+    assert_eq!(response.status(), 200);
+    response.chunk().await.unwrap().unwrap();
+    (response, sent.elapsed())
+}
+
+#[tokio::test]
+async fn serverless_first_request_waits_out_the_cold_start_and_the_next_finds_it_warm() {
+    let mock = MockVllm::start(serverless(2, 4, 30.0)).await.unwrap();
+    let (first, cold_ttft) = first_chunk(&mock, 2).await;
+    assert!(cold_ttft >= Duration::from_millis(300), "the TTFT includes the cold start: {cold_ttft:?}");
+    first.text().await.unwrap();
+    let (second, warm_ttft) = first_chunk(&mock, 2).await;
+    assert!(warm_ttft < Duration::from_millis(250), "no second cold start: {warm_ttft:?}");
+    assert!(second.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+
+    let record = billing(&mock).await;
+    assert_eq!((record["running"].as_u64(), record["cold_starts"].as_u64()), (Some(1), Some(1)), "{record}");
+    let containers = record["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0]["id"], 1);
+    assert!(containers[0]["started_unix_ms"].as_u64().unwrap() > 1_700_000_000_000, "Unix milliseconds");
+    assert!(containers[0]["stopped_unix_ms"].is_null());
+    let metrics = get(&mock, "/metrics").await.text().await.unwrap();
+    assert_eq!(metric(&metrics, "mock_serverless_containers"), 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "mock_serverless_cold_starts_total"), 1.0, "{metrics}");
+    assert!(metrics.contains("# TYPE mock_serverless_cold_starts_total counter"));
+    assert_eq!(mock.stats().completed, 2);
+}
+
+#[tokio::test]
+async fn serverless_scales_out_to_containers_max_then_requests_wait_for_a_free_slot() {
+    let mock = MockVllm::start(serverless(2, 1, 30.0)).await.unwrap();
+    // Two long streams, one per container, both past their cold start.
+    let ((first, _), (second, _)) = tokio::join!(first_chunk(&mock, 10_000), first_chunk(&mock, 10_000));
+    let record = billing(&mock).await;
+    assert_eq!((record["running"].as_u64(), record["cold_starts"].as_u64()), (Some(2), Some(2)), "{record}");
+
+    let third = tokio::spawn({
+        let url = format!("{}/v1/chat/completions", mock.url());
+        async move {
+            let answer = reqwest::Client::new().post(url).json(&chat(2, false)).send().await.unwrap();
+            (answer.status(), Instant::now())
+        }
+    });
+    let queued = mock.wait_until(|s| s.waiting == 1).await;
+    assert_eq!((queued.running, queued.completed), (2, 0));
+    assert_eq!(billing(&mock).await["cold_starts"], 2, "containers_max holds: no third container");
+
+    let freed = Instant::now();
+    drop(first);
+    let (status, answered) = tokio::time::timeout(Duration::from_secs(5), third).await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    assert!(answered.duration_since(freed) < Duration::from_millis(250), "the freed container is warm");
+    let record = billing(&mock).await;
+    assert_eq!((record["running"].as_u64(), record["cold_starts"].as_u64()), (Some(2), Some(2)), "{record}");
+    drop(second);
+    let done = mock.wait_until(|s| s.running == 0).await;
+    assert_eq!((done.aborted, done.completed, done.waiting), (2, 1, 0));
+}
+
+/// Sends a short chat that will have to wait; returns once it is the `position`th in
+/// line, with a task that ends when its answer arrived.
+async fn join_the_line(mock: &MockVllm, position: u64) -> tokio::task::JoinHandle<Instant> {
+    let request = reqwest::Client::new().post(format!("{}/v1/chat/completions", mock.url())).json(&chat(5, false));
+    let answered = tokio::spawn(async move {
+        assert_eq!(request.send().await.unwrap().status(), 200);
+        Instant::now()
+    });
+    mock.wait_until(|s| s.waiting == position).await;
+    answered
+}
+
+#[tokio::test]
+async fn serverless_waiters_are_served_in_order_and_give_up_their_place_on_disconnect() {
+    let config = MockConfig { itl_ms: 20.0, ..serverless(1, 1, 30.0) };
+    let mock = MockVllm::start(config).await.unwrap();
+    let (holder, _) = first_chunk(&mock, 10_000).await;
+
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(100)).build().unwrap();
+    let gave_up = impatient.post(format!("{}/v1/chat/completions", mock.url())).json(&chat(2, false)).send().await;
+    assert!(gave_up.unwrap_err().is_timeout());
+    mock.wait_until(|s| s.waiting == 0).await;
+
+    let earlier = join_the_line(&mock, 1).await;
+    let later = join_the_line(&mock, 2).await;
+    drop(holder);
+    let answered = async { (earlier.await.unwrap(), later.await.unwrap()) };
+    let (earlier, later) = tokio::time::timeout(Duration::from_secs(5), answered).await.unwrap();
+    assert!(earlier < later, "first come, first served");
+    let done = mock.wait_until(|s| s.running == 0).await;
+    assert_eq!((done.completed, done.waiting), (2, 0), "the one who gave up never ran");
+    assert_eq!(billing(&mock).await["cold_starts"], 1);
+}
+
+#[tokio::test]
+async fn serverless_idle_containers_scale_down_and_are_billed_for_their_life() {
+    let mock = MockVllm::start(serverless(2, 4, 0.5)).await.unwrap();
+    assert_eq!(post(&mock, "/v1/chat/completions", chat(2, false)).await.status(), 200);
+    assert_eq!(billing(&mock).await["running"], 1);
+
+    // Nothing but /billing is asked from here on: the scale-down timer stops it alone.
+    let record = billing_until(&mock, |b| b["running"] == 0).await;
+    assert_eq!(record["cold_starts"], 1);
+    let container = &record["containers"][0];
+    let started = container["started_unix_ms"].as_u64().unwrap();
+    let stopped = container["stopped_unix_ms"].as_u64().expect("a stopped container has its stop time");
+    assert!(stopped >= started, "{record}");
+    let lived = stopped - started;
+    assert!((799..2_000).contains(&lived), "cold start 300 ms + window 500 ms + the request, got {lived} ms");
+    let metrics = get(&mock, "/metrics").await.text().await.unwrap();
+    assert_eq!(metric(&metrics, "mock_serverless_containers"), 0.0, "{metrics}");
+
+    // Scaled to zero: the next request cold-starts a new container.
+    let (_response, ttft) = first_chunk(&mock, 2).await;
+    assert!(ttft >= Duration::from_millis(300), "{ttft:?}");
+    let record = billing(&mock).await;
+    assert_eq!((record["running"].as_u64(), record["cold_starts"].as_u64()), (Some(1), Some(2)), "{record}");
+    assert_eq!(record["containers"][1]["id"], 2);
+    assert!(record["containers"][1]["stopped_unix_ms"].is_null());
+    assert!(record["containers"][1]["started_unix_ms"].as_u64().unwrap() >= stopped);
+}
+
+#[tokio::test]
+async fn serverless_health_checks_do_not_start_containers() {
+    let mock = MockVllm::start(serverless(1, 1, 30.0)).await.unwrap();
+    for path in ["/health", "/health", "/v1/models", "/metrics", "/billing"] {
+        assert_eq!(get(&mock, path).await.status(), 200, "{path}");
+    }
+    assert_eq!(billing(&mock).await, json!({"containers": [], "running": 0, "cold_starts": 0}));
+    // Embeddings are generation work: they do start one.
+    let embedded = post(&mock, "/v1/embeddings", json!({"input": "x"})).await;
+    assert_eq!(embedded.status(), 200);
+    assert_eq!(billing(&mock).await["cold_starts"], 1);
+    assert_eq!(get(&mock, "/health").await.status(), 200);
+    assert_eq!(billing(&mock).await["cold_starts"], 1);
+}
+
+#[tokio::test]
+async fn billing_is_a_404_outside_serverless_mode_and_needs_the_api_key() {
+    let plain = MockVllm::start(fast()).await.unwrap();
+    let missing = get(&plain, "/billing").await;
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "NotFoundError");
+    assert!(plain.billing().is_none());
+
+    let guarded = MockVllm::start(MockConfig { api_key: Some("k".into()), ..serverless(1, 1, 30.0) }).await.unwrap();
+    assert_eq!(get(&guarded, "/billing").await.status(), 401);
+    assert_eq!(get(&guarded, "/health").await.status(), 200, "health stays open");
+    let authorized =
+        reqwest::Client::new().get(format!("{}/billing", guarded.url())).bearer_auth("k").send().await.unwrap();
+    assert_eq!(authorized.status(), 200);
+    assert_eq!(guarded.billing().map(|b| b.cold_starts), Some(0));
 }

@@ -74,6 +74,46 @@ pub struct BackendSpec {
     pub capacity: u32,
     #[serde(default)]
     pub auth: BackendAuth,
+    /// Leaving: takes no new requests, finishes the ones it has.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
+}
+
+/// What the provisioner reads from the router each tick.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadSnapshot {
+    /// Requests that asked for a backend since the router started (spilled and refused
+    /// ones included): the demand, whatever served it.
+    pub arrived: u64,
+    /// Requests in flight now, all tiers.
+    pub inflight: u64,
+    /// The most requests in flight at once since the previous snapshot.
+    pub peak_inflight: u64,
+    /// Requests answered by each tier since the router started.
+    pub spot_requests: u64,
+    pub serverless_requests: u64,
+    pub backends: Vec<BackendLoad>,
+}
+
+/// Where the provisioner publishes the backends it runs (the proxy in-process, or a
+/// router elsewhere through its admin API).
+pub trait RouteSink: Send + Sync {
+    fn publish(&self, backends: &[BackendSpec]) -> Result<(), String>;
+}
+
+/// Where the provisioner reads the load from.
+pub trait LoadSource: Send + Sync {
+    fn snapshot(&self) -> LoadSnapshot;
+}
+
+/// One backend's share of the load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendLoad {
+    pub tier: Tier,
+    pub url: String,
+    pub inflight: u32,
+    /// Whether active probes see it healthy (spot) or it is usable (serverless).
+    pub ready: bool,
 }
 
 /// A parsed backend URL: only `http` and `https` are accepted.

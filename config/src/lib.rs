@@ -15,8 +15,8 @@ pub use catalog::Catalog;
 pub use error::{ConfigError, Location, Violation};
 pub use load::{Override, Sources};
 pub use spec::{
-    BackendAuthRef, BackendConfig, Choice, ColdStartMode, DeploymentSpec, RouterConfig, ScalingPolicy, SecretRef,
-    ServerlessPolicy, ServerlessProvider, SpotCloud, SpotPolicy,
+    BackendAuthRef, BackendConfig, Choice, ColdStartMode, DeploymentSpec, LocalSettings, RouterConfig, ScalingPolicy,
+    SecretRef, ServerlessPolicy, ServerlessProvider, SpotCloud, SpotPolicy,
 };
 pub use validate::{check_service_name, generate_service_name};
 

@@ -25,6 +25,18 @@ pub struct RawDeployment {
     pub scaling: RawScaling,
     #[serde(default)]
     pub router: RawRouter,
+    #[serde(default)]
+    pub local: RawLocal,
+}
+
+/// How the `local` provider simulates both tiers on this machine.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocal {
+    pub spot_boot_secs: Option<f64>,
+    pub preemptions_per_hour: Option<f64>,
+    pub cold_start_secs: Option<f64>,
+    pub command: Option<String>,
 }
 
 /// The scaling policy, embedded as `scaling:` or given alone with `--scaling-policy`.
@@ -45,6 +57,7 @@ pub struct RawSpotPolicy {
     pub target_qps: Option<f64>,
     pub upscale_delay: Option<i64>,
     pub downscale_delay: Option<i64>,
+    pub demand_window: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -33,6 +33,34 @@ pub struct DeploymentSpec {
     pub gcp_region: Option<String>,
     pub scaling: ScalingPolicy,
     pub router: RouterConfig,
+    pub local: LocalSettings,
+}
+
+/// The `local` provider: replicas are processes on this machine.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocalSettings {
+    /// How long a local spot replica takes to become ready (a real one boots for minutes).
+    #[serde(with = "seconds")]
+    pub spot_boot: Duration,
+    /// Random preemptions per replica-hour; 0 preempts only on `tandemn preempt`.
+    pub preemptions_per_hour: f64,
+    /// How long a local serverless container takes to start.
+    #[serde(with = "seconds")]
+    pub cold_start: Duration,
+    /// Runs a real engine instead of the bundled simulator, e.g.
+    /// `vllm serve {model} --port {port}`; `{model}` and `{port}` are filled in.
+    pub command: Option<String>,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        Self {
+            spot_boot: Duration::from_secs(20),
+            preemptions_per_hour: 0.0,
+            cold_start: Duration::from_secs(2),
+            command: None,
+        }
+    }
 }
 
 /// A closed set of names, parsed from YAML or flags.
@@ -100,11 +128,20 @@ pub struct SpotPolicy {
     pub target_qps: f64,
     pub upscale_delay: u64,
     pub downscale_delay: u64,
+    /// Seconds of traffic the request rate is measured over.
+    pub demand_window: u64,
 }
 
 impl Default for SpotPolicy {
     fn default() -> Self {
-        Self { min_replicas: 0, max_replicas: 8, target_qps: 10.0, upscale_delay: 5, downscale_delay: 300 }
+        Self {
+            min_replicas: 0,
+            max_replicas: 8,
+            target_qps: 10.0,
+            upscale_delay: 5,
+            downscale_delay: 300,
+            demand_window: 60,
+        }
     }
 }
 
@@ -198,7 +235,13 @@ impl BackendConfig {
             }
             BackendAuthRef::CloudRun(token) => BackendAuth::CloudRun { id_token: token.resolve()? },
         };
-        Ok(crate::api::BackendSpec { tier: self.tier, url: self.url.clone(), capacity: self.capacity, auth })
+        Ok(crate::api::BackendSpec {
+            tier: self.tier,
+            url: self.url.clone(),
+            capacity: self.capacity,
+            auth,
+            draining: false,
+        })
     }
 }
 

@@ -12,10 +12,10 @@ use crate::api::{BackendUrl, Tier};
 use crate::catalog::Catalog;
 use crate::error::Violation;
 use crate::load::Origins;
-use crate::raw::{RawBackend, RawDeployment, RawRouter, RawSecret, RawServerlessPolicy, RawSpotPolicy};
+use crate::raw::{RawBackend, RawDeployment, RawLocal, RawRouter, RawSecret, RawServerlessPolicy, RawSpotPolicy};
 use crate::spec::{
-    BackendAuthRef, BackendConfig, Choice, ColdStartMode, DeploymentSpec, RouterConfig, ScalingPolicy, SecretRef,
-    ServerlessPolicy, ServerlessProvider, SpotCloud, SpotPolicy,
+    BackendAuthRef, BackendConfig, Choice, ColdStartMode, DeploymentSpec, LocalSettings, RouterConfig, ScalingPolicy,
+    SecretRef, ServerlessPolicy, ServerlessProvider, SpotCloud, SpotPolicy,
 };
 
 /// Longest service name: `<name>-serverless` and `<name>-spot-<n>` then fit every
@@ -130,6 +130,31 @@ pub(crate) fn validate(
         gcp_region: check.text("gcp_region", raw.gcp_region),
         scaling,
         router,
+        local: local_settings(&mut check, raw.local),
+    }
+}
+
+fn local_settings(check: &mut Checker, raw: RawLocal) -> LocalSettings {
+    let default = LocalSettings::default();
+    let preemptions_per_hour = match raw.preemptions_per_hour {
+        None => default.preemptions_per_hour,
+        Some(v) if (0.0..=3600.0).contains(&v) => v,
+        Some(v) => {
+            check.fail("local.preemptions_per_hour", format!("must be between 0 and 3600, got {v}"));
+            default.preemptions_per_hour
+        }
+    };
+    let command = check.text("local.command", raw.command);
+    if let Some(command) = &command
+        && !command.contains("{port}")
+    {
+        check.fail("local.command", "must contain `{port}`, where the replica's port is filled in");
+    }
+    LocalSettings {
+        spot_boot: check.seconds("local.spot_boot_secs", raw.spot_boot_secs, default.spot_boot, 3600.0),
+        preemptions_per_hour,
+        cold_start: check.seconds("local.cold_start_secs", raw.cold_start_secs, default.cold_start, 600.0),
+        command,
     }
 }
 
@@ -184,6 +209,7 @@ fn spot_policy(check: &mut Checker, raw: RawSpotPolicy) -> SpotPolicy {
             default.downscale_delay,
             0..=86_400,
         ),
+        demand_window: check.int("scaling.spot.demand_window", raw.demand_window, default.demand_window, 1..=3600),
     };
     if policy.min_replicas > policy.max_replicas {
         check.fail(

@@ -1,8 +1,13 @@
-//! Tandemn's control plane: provider credentials and APIs, the deployment state
-//! store, and (in later work) the reconciler, autoscaler and cost ledger. It never
-//! touches Pingora; it reaches the proxy only through small traits.
+//! Tandemn's control plane: the providers that run replicas, the autoscaler, the
+//! reconciler that drives them, the deployment state store and the cost ledger. It never
+//! touches Pingora; it reaches the proxy only through `RouteSink` and `LoadSource`.
 
+pub mod autoscaler;
 pub mod credentials;
+pub mod ledger;
+pub mod local;
+pub mod provider;
+pub mod reconciler;
 pub mod state_store;
 
 pub use state_store::{Deployment, DeploymentStatus, StateStore, StoreError};

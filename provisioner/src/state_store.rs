@@ -9,6 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tandemn_config::{Choice, DeploymentSpec};
 
+mod runs;
+pub use runs::{ContainerRow, Event, Phase, ReplicaRow, Run, Usage};
+
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 /// Append only: never edit a migration that has shipped.
 const MIGRATIONS: &[&str] = &[
@@ -27,6 +30,55 @@ const MIGRATIONS: &[&str] = &[
         config_json         TEXT NOT NULL
     );
     CREATE INDEX deployments_by_created ON deployments (created_at_ms DESC);",
+    // 2: what a running deployment did: its process and endpoint, replicas and their
+    // lifecycle events, serverless containers as billed, and the usage the cost needs.
+    "CREATE TABLE runs (
+        service_name        TEXT PRIMARY KEY,
+        pid                 INTEGER NOT NULL,
+        endpoint            TEXT NOT NULL,
+        api_key             TEXT,
+        admin_key           TEXT NOT NULL,
+        started_at_ms       INTEGER NOT NULL,
+        updated_at_ms       INTEGER NOT NULL,
+        ended_at_ms         INTEGER,
+        serverless_url      TEXT,
+        serverless_pid      INTEGER,
+        arrived             INTEGER NOT NULL DEFAULT 0,
+        spot_requests       INTEGER NOT NULL DEFAULT 0,
+        serverless_requests INTEGER NOT NULL DEFAULT 0,
+        pure_serverless_ms  INTEGER NOT NULL DEFAULT 0,
+        peak_replicas       INTEGER NOT NULL DEFAULT 0,
+        desired_replicas    INTEGER NOT NULL DEFAULT 0,
+        serverless_running  INTEGER NOT NULL DEFAULT 0,
+        note                TEXT
+    );
+    CREATE TABLE replicas (
+        service_name   TEXT NOT NULL,
+        replica        TEXT NOT NULL,
+        url            TEXT NOT NULL,
+        pid            INTEGER,
+        phase          TEXT NOT NULL,
+        launched_at_ms INTEGER NOT NULL,
+        ended_at_ms    INTEGER,
+        detail         TEXT,
+        PRIMARY KEY (service_name, replica)
+    );
+    CREATE TABLE events (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        service_name TEXT NOT NULL,
+        replica      TEXT NOT NULL,
+        phase        TEXT NOT NULL,
+        at_ms        INTEGER NOT NULL,
+        detail       TEXT
+    );
+    CREATE INDEX events_by_service ON events (service_name, id);
+    CREATE TABLE containers (
+        service_name  TEXT NOT NULL,
+        container     INTEGER NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        stopped_at_ms INTEGER,
+        PRIMARY KEY (service_name, container)
+    );",
 ];
 
 const FILE_NAME: &str = "state.db";
@@ -119,7 +171,12 @@ impl StateStore {
         let io = |path: &Path, source| StoreError::Io { path: path.to_path_buf(), source };
         DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| io(dir, e))?;
         let path = dir.join(FILE_NAME);
-        OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(|e| io(&path, e))?;
+        // Only a missing file is created here: closing any descriptor of an open SQLite
+        // file drops every lock this process holds on it (POSIX locks), which would let
+        // another process delete the WAL under this process's other connections.
+        if !path.exists() {
+            OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(|e| io(&path, e))?;
+        }
         std::fs::set_permissions(&path, Permissions::from_mode(0o600)).map_err(|e| io(&path, e))?;
 
         let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
@@ -279,7 +336,7 @@ impl RawRow {
     }
 }
 
-fn millis(time: SystemTime) -> i64 {
+pub(crate) fn millis(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 

@@ -25,6 +25,10 @@ pub struct Metrics {
     pub spot: TierCounters,
     pub serverless: TierCounters,
     pub inflight: AtomicU64,
+    /// Most requests in flight at once since the provisioner last looked.
+    pub peak_inflight: AtomicU64,
+    /// Requests that asked for a backend (admitted or not): the demand signal.
+    pub arrived: AtomicU64,
     pub spillovers: AtomicU64,
     pub failovers: AtomicU64,
     pub rejected_unauthorized: AtomicU64,

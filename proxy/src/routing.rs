@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tandemn_config::api::{BackendSpec, BackendUrl, Tier};
 
-use crate::backend::{Backend, CapacitySignal};
+use crate::backend::{Backend, BackendState, CapacitySignal};
 
 /// An immutable set of backends, by tier.
 #[derive(Default)]
@@ -52,6 +52,11 @@ impl RouteTable {
                 }
                 None => Arc::new(fresh),
             };
+            if spec.draining {
+                backend.set_state(BackendState::Draining);
+            } else if backend.state() == BackendState::Draining {
+                backend.set_state(BackendState::Ready);
+            }
             let list = if backend.tier == Tier::Spot { &mut spot } else { &mut serverless };
             if list.iter().any(|b: &Arc<Backend>| b.id == backend.id) {
                 return Err(format!("backend {} is listed twice", spec.url));
@@ -108,7 +113,7 @@ mod tests {
     use tandemn_config::api::BackendAuth;
 
     fn spec(tier: Tier, url: &str, capacity: u32) -> BackendSpec {
-        BackendSpec { tier, url: url.into(), capacity, auth: BackendAuth::None }
+        BackendSpec { tier, url: url.into(), capacity, auth: BackendAuth::None, draining: false }
     }
 
     #[test]

@@ -13,8 +13,9 @@ use pingora::connectors::http::Connector;
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use tandemn_config::api::Secret;
+use tandemn_config::api::{BackendLoad, BackendSpec, LoadSnapshot, LoadSource, RouteSink, Secret};
 
+use crate::backend::BackendState;
 use crate::errors::ProxyError;
 use crate::metrics::Metrics;
 use crate::routing::RoutingState;
@@ -63,9 +64,47 @@ impl Router {
         }
     }
 
+    /// What the provisioner observes: demand, in-flight and each backend's share. Resets
+    /// the in-flight peak, so each snapshot covers the time since the previous one.
+    pub fn load_snapshot(&self) -> LoadSnapshot {
+        let now_ms = self.now_ms();
+        let inflight = self.metrics.inflight.load(Relaxed);
+        let backends = self
+            .state
+            .snapshot()
+            .backends()
+            .map(|b| BackendLoad {
+                tier: b.tier,
+                url: b.url.to_string(),
+                inflight: b.inflight(),
+                ready: b.state() == BackendState::Ready && !b.circuit_open(now_ms),
+            })
+            .collect();
+        LoadSnapshot {
+            arrived: self.metrics.arrived.load(Relaxed),
+            inflight,
+            peak_inflight: self.metrics.peak_inflight.swap(inflight, Relaxed).max(inflight),
+            spot_requests: self.metrics.spot.requests.load(Relaxed),
+            serverless_requests: self.metrics.serverless.requests.load(Relaxed),
+            backends,
+        }
+    }
+
     /// Milliseconds since the router started: the clock circuit breakers use.
     pub fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+impl LoadSource for Router {
+    fn snapshot(&self) -> LoadSnapshot {
+        self.load_snapshot()
+    }
+}
+
+impl RouteSink for Router {
+    fn publish(&self, backends: &[BackendSpec]) -> Result<(), String> {
+        self.state.publish(backends).map(|_| ())
     }
 }
 
@@ -116,8 +155,8 @@ impl ProxyHttp for RouterService {
             router.metrics.rejected_unauthorized.fetch_add(1, Relaxed);
             return reject(session, ctx, ProxyError::Unauthorized).await;
         }
-        let Some(_admitted) = Admission::enter(&router.metrics.inflight, router.settings.max_concurrent_requests)
-        else {
+        router.metrics.arrived.fetch_add(1, Relaxed);
+        let Some(_admitted) = Admission::enter(&router.metrics, router.settings.max_concurrent_requests) else {
             router.metrics.rejected_overloaded.fetch_add(1, Relaxed);
             return reject(session, ctx, ProxyError::Overloaded).await;
         };
@@ -192,8 +231,11 @@ struct Admission<'a> {
 }
 
 impl<'a> Admission<'a> {
-    fn enter(inflight: &'a AtomicU64, limit: u64) -> Option<Self> {
-        inflight.fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1)).ok().map(|_| Self { inflight })
+    fn enter(metrics: &'a Metrics, limit: u64) -> Option<Self> {
+        let inflight = &metrics.inflight;
+        let before = inflight.fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1)).ok()?;
+        metrics.peak_inflight.fetch_max(before + 1, Relaxed);
+        Some(Self { inflight })
     }
 }
 
@@ -290,12 +332,14 @@ mod tests {
     }
 
     #[test]
-    fn admission_is_bounded_and_released() {
-        let inflight = AtomicU64::new(0);
-        let first = Admission::enter(&inflight, 2).unwrap();
-        let _second = Admission::enter(&inflight, 2).unwrap();
-        assert!(Admission::enter(&inflight, 2).is_none());
+    fn admission_is_bounded_released_and_its_peak_kept() {
+        let metrics = Metrics::default();
+        let first = Admission::enter(&metrics, 2).unwrap();
+        let _second = Admission::enter(&metrics, 2).unwrap();
+        assert!(Admission::enter(&metrics, 2).is_none());
         drop(first);
-        assert!(Admission::enter(&inflight, 2).is_some());
+        assert_eq!(metrics.inflight.load(Relaxed), 1);
+        assert!(Admission::enter(&metrics, 2).is_some());
+        assert_eq!(metrics.peak_inflight.load(Relaxed), 2);
     }
 }

@@ -1,23 +1,235 @@
-//! `tandemn deploy`: validates the configuration; launching arrives with the provisioner.
+//! `tandemn deploy`: validates the configuration, then (for the `local` provider) runs
+//! the router and the provisioner in the foreground until Ctrl-C or `tandemn destroy`.
 
-use tandemn_config::{Catalog, Choice, DeploymentSpec, SpotCloud};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pingora::server::ShutdownWatch;
+use pingora::services::background::{BackgroundService, background_service};
+use tandemn_config::api::Secret;
+use tandemn_config::{Catalog, Choice, DeploymentSpec, ServerlessProvider, SpotCloud};
+use tandemn_provisioner::local::{LocalServerless, LocalSpot, now_ms};
+use tandemn_provisioner::reconciler::{Reconciler, Timing};
+use tandemn_provisioner::state_store::{Run, Usage};
+use tandemn_provisioner::{DeploymentStatus, StateStore};
+use tandemn_proxy::server::{self, ManualShutdown, ServerSettings};
+use tandemn_proxy::{Router, RoutingState};
 
 use super::UsageError;
+use super::deployment::{View, duration};
 use crate::cli::DeployArgs;
-use crate::output::print;
-use crate::output::usd_per_hour;
+use crate::output::{print, println, usd_per_hour};
 
 pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
     let spec = args.sources().load(Catalog::embedded())?;
     print(&summary(&spec));
-    Err(UsageError(
-        "the configuration above is valid, but `tandemn deploy` is not available yet in this build; \
-         launching arrives with the provisioner"
-            .to_string(),
-    )
-    .into())
+    if args.dry_run {
+        return Ok(());
+    }
+    if spec.serverless_provider != ServerlessProvider::Local || spec.spots_cloud != SpotCloud::Local {
+        return Err(UsageError(format!(
+            "this build deploys with the `local` provider only (got serverless `{}`, spot `{}`); cloud providers \
+             arrive with their own work. Try --serverless-provider local --spots-cloud local",
+            spec.serverless_provider, spec.spots_cloud
+        ))
+        .into());
+    }
+    if !spec.router.backends.is_empty() {
+        return Err(UsageError(
+            "router.backends is for `tandemn router`; a deployment's backends come from its providers".to_string(),
+        )
+        .into());
+    }
+    run_local(spec)
 }
 
+fn run_local(spec: DeploymentSpec) -> anyhow::Result<()> {
+    let usage = |message: String| anyhow::Error::from(UsageError(message));
+    let store = StateStore::open_default()?;
+    if let Ok(view) = View::load(&store, &spec.service_name)
+        && view.alive()
+    {
+        return Err(usage(format!(
+            "`{}` is already running (pid {}); stop it with `tandemn destroy --service-name {}`",
+            spec.service_name, view.run.pid, spec.service_name
+        )));
+    }
+    let mut api_keys: Vec<Secret> =
+        spec.router.api_keys.iter().map(|s| s.resolve()).collect::<Result<_, _>>().map_err(usage)?;
+    let generated_key = (api_keys.is_empty() && !spec.public).then(|| random_key("tdn"));
+    api_keys.extend(generated_key.clone());
+    let admin_key = match &spec.router.admin_key {
+        Some(secret) => secret.resolve().map_err(usage)?,
+        None => random_key("tdn-admin"),
+    };
+    let mut listen = spec.router.listen;
+    if listen.port() == 0 {
+        // Port 0 asks for any free port; reserve one now so it can be printed and stored.
+        listen = std::net::TcpListener::bind(listen)?.local_addr()?;
+    }
+    let endpoint = format!("http://{listen}");
+
+    let settings = super::router::settings(&spec.router, api_keys, admin_key.clone(), spec.public);
+    let router = Arc::new(Router::new(Arc::new(RoutingState::default()), settings));
+    let dir = StateStore::default_dir()?.join("local").join(&spec.service_name);
+    let exe = std::env::current_exe()?;
+    let spot = Arc::new(LocalSpot::new(spec.local.clone(), &dir, &exe)?);
+    let serverless = Arc::new(LocalServerless::new(spec.local.clone(), &dir, &exe)?);
+
+    store.save_deployment(&spec, DeploymentStatus::Deploying)?;
+    let started = now_ms();
+    store.start_run(&Run {
+        service_name: spec.service_name.clone(),
+        pid: std::process::id(),
+        endpoint: endpoint.clone(),
+        api_key: generated_key.as_ref().map(|k| k.expose().to_string()),
+        admin_key: admin_key.expose().to_string(),
+        started_at_ms: started,
+        updated_at_ms: started,
+        ended_at_ms: None,
+        serverless_url: None,
+        serverless_pid: None,
+        usage: Usage::default(),
+        note: None,
+    })?;
+    let reconciler = Reconciler::new(
+        spec.clone(),
+        spot,
+        serverless,
+        router.clone(),
+        router.clone(),
+        StateStore::open_default()?,
+        Timing::default(),
+    );
+
+    let server_settings = ServerSettings { grace_period: Duration::from_secs(1), ..ServerSettings::new(listen) };
+    let mut server = server::build(router, &server_settings);
+    let shutdown = ManualShutdown::default();
+    let provisioner = ProvisionerService { reconciler: Mutex::new(Some(reconciler)), done: shutdown.clone() };
+    server.add_service(background_service("provisioner", provisioner));
+    store.set_status(&spec.service_name, DeploymentStatus::Active)?;
+
+    println(&format!("\nendpoint     {endpoint}/v1  (OpenAI-compatible)"));
+    match &generated_key {
+        Some(key) => println(&format!("api key      {}", key.expose())),
+        None if spec.public => println("api key      none: the endpoint is public"),
+        None => println("api key      the one(s) in router.api_keys"),
+    }
+    println(&format!(
+        "try          curl {endpoint}/v1/chat/completions -H 'Authorization: Bearer <api key>' \
+         -H 'Content-Type: application/json' -d '{{\"model\": \"{}\", \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}'",
+        spec.model
+    ));
+    println("stop         Ctrl-C here, or `tandemn destroy` from another terminal\n");
+
+    let progress = Progress::start(spec.service_name.clone());
+    server::run(server, Box::new(shutdown));
+    progress.stop();
+
+    store.set_status(&spec.service_name, DeploymentStatus::Destroyed)?;
+    let view = View::load(&store, &spec.service_name)?;
+    let cost = view.cost();
+    println(&format!(
+        "\n{} stopped after {}: {}; spent ${:.4} (all-serverless ${:.4}, on-demand ${:.4}). \
+         `tandemn cost --service-name {}` has the details.",
+        spec.service_name,
+        duration(cost.uptime_secs),
+        super::deployment::split(cost.spot_requests, cost.serverless_requests),
+        cost.total_usd,
+        cost.pure_serverless_usd,
+        cost.on_demand_usd,
+        spec.service_name
+    ));
+    Ok(())
+}
+
+fn random_key(prefix: &str) -> Secret {
+    Secret::new(format!("{prefix}-{:032x}", rand::random::<u128>()))
+}
+
+/// Runs the reconciler inside the router process. Ctrl-C or SIGTERM (what `tandemn
+/// destroy` sends) stop it; it drains and removes everything, then stops the server.
+struct ProvisionerService {
+    reconciler: Mutex<Option<Reconciler>>,
+    done: ManualShutdown,
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for ProvisionerService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let taken = self.reconciler.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let Some(reconciler) = taken else { return };
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut interrupt, mut terminate) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(i), Ok(t)) => (i, t),
+            _ => {
+                tracing::error!("cannot listen for Ctrl-C or SIGTERM; stopping");
+                self.done.fire();
+                return;
+            }
+        };
+        let stop = async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+                _ = shutdown.changed() => {}
+            }
+            crate::output::println("\nstopping: draining streams, then removing replicas and serverless…");
+        };
+        reconciler.run(stop).await;
+        self.done.fire();
+    }
+}
+
+/// Live progress: on a terminal one line rewritten every second; otherwise a line
+/// whenever the state changes.
+struct Progress {
+    running: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(service: String) -> Progress {
+        let running = Arc::new(AtomicBool::new(true));
+        let flag = running.clone();
+        let thread = std::thread::spawn(move || {
+            let Ok(store) = StateStore::open_default() else { return };
+            let tty = std::io::stdout().is_terminal();
+            let mut last = String::new();
+            while flag.load(Ordering::Relaxed) {
+                if let Ok(view) = View::load(&store, &service) {
+                    let elapsed = now_ms().saturating_sub(view.run.started_at_ms) / 1000;
+                    let line = view.progress_line();
+                    let note = view.run.note.as_deref().map(|n| format!(" | {n}")).unwrap_or_default();
+                    if tty {
+                        print(&format!("\r\x1b[2K[{}] {line}{note}", duration(elapsed)));
+                    } else {
+                        // Changes of the tiers only: traffic and spend move every second.
+                        let state = line.split(" | ").take(2).collect::<Vec<_>>().join(" | ") + &note;
+                        if state != last {
+                            println(&format!("[{}] {line}{note}", duration(elapsed)));
+                            last = state;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            if tty {
+                println("");
+            }
+        });
+        Progress { running, thread: Some(thread) }
+    }
+
+    fn stop(mut self) {
+        self.running.store(false, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
 /// A few lines that say what a spec will deploy, with prices from the catalog.
 pub fn summary(spec: &DeploymentSpec) -> String {
     let catalog = Catalog::embedded();

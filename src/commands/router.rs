@@ -62,23 +62,12 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
             if capacity == 0 {
                 return Err(usage(format!("--{tier}-capacity must be at least 1")));
             }
-            backends.push(BackendSpec { tier, url: url.clone(), capacity, auth: BackendAuth::None });
+            backends.push(BackendSpec { tier, url: url.clone(), capacity, auth: BackendAuth::None, draining: false });
         }
     }
 
-    let settings = RouterSettings {
-        api_keys,
-        admin_key: Some(admin_key.clone()),
-        public,
-        health_public: args.health_public || config.health_public,
-        connect_timeout: config.connect_timeout,
-        first_byte_timeout: config.first_byte_timeout,
-        idle_timeout: config.idle_timeout,
-        max_body_bytes: config.max_body_bytes,
-        max_concurrent_requests: u64::from(config.max_concurrent_requests),
-        queue_timeout: config.queue_timeout,
-        max_attempts: config.max_attempts,
-    };
+    let mut settings = settings(&config, api_keys, admin_key.clone(), public);
+    settings.health_public |= args.health_public;
     let state = Arc::new(RoutingState::default());
     state.publish(&backends).map_err(|problem| usage(format!("backends: {problem}")))?;
     let router = Arc::new(Router::new(state, settings));
@@ -104,6 +93,23 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
     }
     server::run(server, Box::new(pingora_unix_signals()));
     Ok(())
+}
+
+/// The proxy's settings from the validated router config and the resolved keys.
+pub fn settings(config: &RouterConfig, api_keys: Vec<Secret>, admin_key: Secret, public: bool) -> RouterSettings {
+    RouterSettings {
+        api_keys,
+        admin_key: Some(admin_key),
+        public,
+        health_public: config.health_public,
+        connect_timeout: config.connect_timeout,
+        first_byte_timeout: config.first_byte_timeout,
+        idle_timeout: config.idle_timeout,
+        max_body_bytes: config.max_body_bytes,
+        max_concurrent_requests: u64::from(config.max_concurrent_requests),
+        queue_timeout: config.queue_timeout,
+        max_attempts: config.max_attempts,
+    }
 }
 
 /// Re-reads the config file on SIGHUP or when it changes, and swaps in its backends

@@ -1,5 +1,6 @@
-//! The simulator's knobs: timing, capacity, boot delay and fault injection. Loaded
-//! from a YAML profile and overridden by flags.
+//! The simulator's knobs: timing, capacity, boot delay, fault injection and the
+//! serverless simulation. Loaded from a YAML profile and overridden by flags; only
+//! checked here, never acted on.
 
 use std::path::Path;
 use std::time::Duration;
@@ -38,8 +39,68 @@ pub struct MockConfig {
     pub exit_after_secs: Option<f64>,
     /// Seed for every random choice (tokens, jitter, faults).
     pub seed: u64,
-    /// Like vLLM's `--api-key`: `/v1/*` requires `Authorization: Bearer <key>`.
+    /// Like vLLM's `--api-key`: `/v1/*` (and `/billing`) require `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// Serverless mode: requests run on virtual containers that cold-start, scale out
+    /// and scale to zero, billed per second of life (`/billing`). `None`: one always-on vLLM.
+    pub serverless: Option<ServerlessSim>,
+}
+
+/// A serverless GPU endpoint (Modal-like) to simulate. Its container slots replace
+/// `max_num_seqs` as admission.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerlessSim {
+    /// Containers that may run at once; requests beyond their slots wait in line.
+    pub containers_max: u32,
+    /// Requests one container serves at once.
+    #[serde(default = "ServerlessSim::default_concurrency")]
+    pub concurrency: u32,
+    /// Seconds from a container's start until it serves; its first requests wait them out.
+    #[serde(default = "ServerlessSim::default_cold_start_secs")]
+    pub cold_start_secs: f64,
+    /// Seconds a container idles (no request in flight) before it stops.
+    #[serde(default = "ServerlessSim::default_scaledown_window_secs")]
+    pub scaledown_window_secs: f64,
+}
+
+impl ServerlessSim {
+    /// Up to `containers_max` containers with the default concurrency and timings.
+    pub fn new(containers_max: u32) -> Self {
+        Self {
+            containers_max,
+            concurrency: Self::default_concurrency(),
+            cold_start_secs: Self::default_cold_start_secs(),
+            scaledown_window_secs: Self::default_scaledown_window_secs(),
+        }
+    }
+
+    fn default_concurrency() -> u32 {
+        32
+    }
+
+    fn default_cold_start_secs() -> f64 {
+        2.0
+    }
+
+    fn default_scaledown_window_secs() -> f64 {
+        60.0
+    }
+
+    pub fn cold_start(&self) -> Duration {
+        at_most_a_century(self.cold_start_secs)
+    }
+
+    pub fn scaledown_window(&self) -> Duration {
+        at_most_a_century(self.scaledown_window_secs)
+    }
+}
+
+/// Seconds as a `Duration`. Huge values mean "never" and are capped so that adding
+/// them to an `Instant` cannot overflow; NaN (rejected by `validate`) becomes 0, not a panic.
+fn at_most_a_century(secs: f64) -> Duration {
+    const CENTURY_SECS: f64 = 100.0 * 365.25 * 24.0 * 3600.0;
+    Duration::try_from_secs_f64(secs.clamp(0.0, CENTURY_SECS)).unwrap_or_default()
 }
 
 impl Default for MockConfig {
@@ -62,6 +123,7 @@ impl Default for MockConfig {
             exit_after_secs: None,
             seed: 0,
             api_key: None,
+            serverless: None,
         }
     }
 }
@@ -94,6 +156,16 @@ impl MockConfig {
         non_negative("boot_secs", self.boot_secs);
         if let Some(secs) = self.exit_after_secs {
             non_negative("exit_after_secs", secs);
+        }
+        if let Some(sim) = &self.serverless {
+            non_negative("serverless.cold_start_secs", sim.cold_start_secs);
+            non_negative("serverless.scaledown_window_secs", sim.scaledown_window_secs);
+            if sim.containers_max == 0 {
+                problems.push("serverless.containers_max must be at least 1".to_string());
+            }
+            if sim.concurrency == 0 {
+                problems.push("serverless.concurrency must be at least 1".to_string());
+            }
         }
         for (name, rate) in
             [("error_rate", self.error_rate), ("hang_rate", self.hang_rate), ("die_rate", self.die_rate)]
@@ -140,5 +212,27 @@ mod tests {
         let err = config.validate().unwrap_err();
         assert!(err.contains("ttft_ms") && err.contains("error_rate") && err.contains("error_status"), "{err}");
         assert!(MockConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn serverless_profiles_need_only_containers_max_and_are_validated() {
+        let config: MockConfig = serde_yaml::from_str("serverless:\n  containers_max: 3\n").unwrap();
+        assert_eq!(config.serverless, Some(ServerlessSim::new(3)));
+        let sim = config.serverless.unwrap();
+        assert_eq!((sim.concurrency, sim.cold_start_secs, sim.scaledown_window_secs), (32, 2.0, 60.0));
+        assert!(serde_yaml::from_str::<MockConfig>("serverless:\n  concurrency: 3\n").is_err());
+        let err = serde_yaml::from_str::<MockConfig>("serverless:\n  containers_max: 1\n  window: 3\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `window`"), "{err}");
+
+        let bad =
+            ServerlessSim { containers_max: 0, concurrency: 0, cold_start_secs: f64::NAN, scaledown_window_secs: -1.0 };
+        let err = MockConfig { serverless: Some(bad), ..MockConfig::default() }.validate().unwrap_err();
+        for name in ["containers_max", "concurrency", "cold_start_secs", "scaledown_window_secs"] {
+            assert!(err.contains(&format!("serverless.{name}")), "{name} missing from {err}");
+        }
+        assert_eq!(
+            ServerlessSim { cold_start_secs: 1e300, ..ServerlessSim::new(1) }.cold_start().as_secs() / 86_400 / 365,
+            100
+        );
     }
 }

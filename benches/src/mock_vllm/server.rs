@@ -1,6 +1,6 @@
 //! The simulator's HTTP/1.1 server: a task per connection, admission through
-//! `max_num_seqs` decode slots, and SSE bodies paced against absolute deadlines so
-//! delays never drift.
+//! `max_num_seqs` decode slots (or, in serverless mode, slots on the `Fleet`'s
+//! containers), and SSE bodies paced against absolute deadlines so delays never drift.
 
 use std::convert::Infallible;
 use std::future::pending;
@@ -27,6 +27,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::config::{Jitter, MockConfig};
 use super::openai::{self, ChunkTemplate, Endpoint, Generation, Rejection, ResponseIds};
+use super::serverless::{Billing, Fleet, Lease};
 
 pub type Body = BoxBody<Bytes, io::Error>;
 
@@ -50,6 +51,7 @@ impl MockVllm {
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(config.max_num_seqs as usize)),
+            fleet: config.serverless.clone().map(Fleet::new),
             config,
             started: Instant::now(),
             created,
@@ -70,6 +72,11 @@ impl MockVllm {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// The serverless billing record `/billing` serves; `None` outside serverless mode.
+    pub fn billing(&self) -> Option<Billing> {
+        self.shared.fleet.as_ref().map(|fleet| fleet.billing())
     }
 
     /// Polls the counters until `done` holds, for at most five seconds (tests use it
@@ -102,6 +109,8 @@ struct Shared {
     started: Instant,
     created: u64,
     slots: Arc<Semaphore>,
+    /// Serverless mode's containers; when set they admit requests instead of `slots`.
+    fleet: Option<Arc<Fleet>>,
     stats: Stats,
 }
 
@@ -165,9 +174,9 @@ impl Lateness {
 pub struct StatsSnapshot {
     /// Generation requests received (chat and completions).
     pub requests: u64,
-    /// Requests holding a decode slot now.
+    /// Requests holding a decode slot (or a serverless container's slot) now.
     pub running: u64,
-    /// Requests queued for a slot now.
+    /// Requests queued for a slot, or waiting out a container's cold start, now.
     pub waiting: u64,
     pub completed: u64,
     /// Generations stopped because the client went away.
@@ -211,6 +220,14 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         }
     };
     tokio::pin!(exit);
+    // Lives as long as the server, so idle containers stop even if no request comes.
+    let scale_down = async {
+        match &shared.fleet {
+            Some(fleet) => fleet.scale_down().await,
+            None => pending().await,
+        }
+    };
+    tokio::pin!(scale_down);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -233,6 +250,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = &mut exit => break,
+            never = &mut scale_down => match never {},
         }
     }
     // Dropping `connections` aborts every connection mid-flight, as a preemption would.
@@ -242,7 +260,7 @@ async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body
     let booting = shared.started.elapsed() < shared.config.boot();
     let path = request.uri().path().to_string();
     if let Some(key) = &shared.config.api_key
-        && path.starts_with("/v1/")
+        && (path.starts_with("/v1/") || path == "/billing")
         && request.headers().get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {key}"))
     {
         // vLLM's own answer to a missing or wrong key.
@@ -253,6 +271,7 @@ async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body
         (Method::GET, "/health") if booting => empty(StatusCode::SERVICE_UNAVAILABLE),
         (Method::GET, "/health") => empty(StatusCode::OK),
         (Method::GET, "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4", metrics(&shared)),
+        (Method::GET, "/billing") => billing(&shared),
         (_, "/v1/models" | "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") if booting => {
             if path != "/v1/models" && path != "/v1/embeddings" {
                 shared.stats.requests.fetch_add(1, Relaxed);
@@ -271,17 +290,49 @@ async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body
         }
         (Method::POST, "/v1/chat/completions") => generate(shared, request, Endpoint::Chat).await,
         (Method::POST, "/v1/completions") => generate(shared, request, Endpoint::Completion).await,
-        (Method::POST, "/v1/embeddings") => match read_body(request).await {
-            Ok(body) => match openai::embeddings(&body, &shared.config.served_model_name, shared.created) {
-                Ok(answer) => json(StatusCode::OK, &answer),
-                Err(rejection) => reject(&rejection),
-            },
-            Err(rejection) => reject(&rejection),
-        },
-        (_, "/health" | "/metrics" | "/v1/models" | "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
-            json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({"detail": "Method Not Allowed"}))
-        }
+        (Method::POST, "/v1/embeddings") => embed(&shared, request).await,
+        (
+            _,
+            "/health"
+            | "/metrics"
+            | "/billing"
+            | "/v1/models"
+            | "/v1/chat/completions"
+            | "/v1/completions"
+            | "/v1/embeddings",
+        ) => json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({"detail": "Method Not Allowed"})),
         _ => json(StatusCode::NOT_FOUND, &serde_json::json!({"detail": "Not Found"})),
+    }
+}
+
+async fn embed(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+    let answer = match read_body(request).await {
+        Ok(body) => openai::embeddings(&body, &shared.config.served_model_name, shared.created),
+        Err(rejection) => Err(rejection),
+    };
+    match answer {
+        Ok(answer) => {
+            // Serverless: an embedding needs a container too, warm or cold.
+            let _lease = match &shared.fleet {
+                Some(fleet) => Some(place(fleet).await),
+                None => None,
+            };
+            json(StatusCode::OK, &answer)
+        }
+        Err(rejection) => reject(&rejection),
+    }
+}
+
+fn billing(shared: &Shared) -> Response<Body> {
+    match &shared.fleet {
+        Some(fleet) => {
+            json(StatusCode::OK, &serde_json::to_value(fleet.billing()).expect("a billing record always serializes"))
+        }
+        None => reject(&Rejection {
+            status: 404,
+            kind: "NotFoundError",
+            message: "/billing exists only in serverless mode (--serverless-containers-max)".to_string(),
+        }),
     }
 }
 
@@ -314,12 +365,10 @@ async fn generate(shared: Arc<Shared>, request: Request<Incoming>, endpoint: End
         pending::<()>().await;
     }
 
-    stats.waiting.fetch_add(1, Relaxed);
-    let permit = shared.slots.clone().acquire_owned().await.expect("the slot semaphore is never closed");
-    stats.waiting.fetch_sub(1, Relaxed);
+    let admission = admit(&shared).await;
     stats.running.fetch_add(1, Relaxed);
     stats.prompt_tokens.fetch_add(u64::from(generation.prompt_tokens), Relaxed);
-    let slot = Slot { _permit: permit, shared: shared.clone(), finished: false };
+    let slot = Slot { _admission: admission, shared: shared.clone(), finished: false };
 
     let ids = ResponseIds {
         id: format!("{}-{:032x}", if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" }, rng.random::<u128>()),
@@ -377,10 +426,54 @@ fn finish_reason(generation: &Generation) -> &'static str {
     if generation.max_tokens.is_some() { "length" } else { "stop" }
 }
 
-/// Holds a decode slot; counts the generation as aborted if dropped unfinished
+/// What lets a generation run; dropping it frees the slot for the next request.
+enum Admission {
+    /// One of the one vLLM's `max_num_seqs` decode slots.
+    DecodeSlot { _permit: OwnedSemaphorePermit },
+    /// A slot on a serverless container, past its cold start.
+    Container { _lease: Lease },
+}
+
+/// Waits for a slot, counted in `waiting` meanwhile (a cold start counts as waiting).
+/// If the client goes away, hyper drops this future and the place in line with it.
+async fn admit(shared: &Shared) -> Admission {
+    let _waiting = Waiting::count(&shared.stats.waiting);
+    match &shared.fleet {
+        Some(fleet) => Admission::Container { _lease: place(fleet).await },
+        None => {
+            let permit = shared.slots.clone().acquire_owned().await.expect("the slot semaphore is never closed");
+            Admission::DecodeSlot { _permit: permit }
+        }
+    }
+}
+
+/// A slot on a container, once the container has finished its cold start.
+async fn place(fleet: &Arc<Fleet>) -> Lease {
+    let lease = fleet.acquire().await;
+    lease.ready().await;
+    lease
+}
+
+/// Counts one waiting request until dropped, however the wait ends.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn count(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Holds a slot; counts the generation as aborted if dropped unfinished
 /// (the client went away and hyper dropped the body).
 struct Slot {
-    _permit: OwnedSemaphorePermit,
+    _admission: Admission,
     shared: Arc<Shared>,
     finished: bool,
 }
@@ -492,8 +585,13 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, Rejection> {
 fn metrics(shared: &Shared) -> String {
     let stats = shared.stats.snapshot();
     let labels = format!("model_name=\"{}\",engine=\"0\"", shared.config.served_model_name);
-    let kv_usage = stats.running as f64 / f64::from(shared.config.max_num_seqs);
-    let families = [
+    // Serverless: the share of the slots of every container the endpoint may run.
+    let capacity = match &shared.fleet {
+        Some(fleet) => f64::from(fleet.sim().containers_max) * f64::from(fleet.sim().concurrency),
+        None => f64::from(shared.config.max_num_seqs),
+    };
+    let kv_usage = stats.running as f64 / capacity;
+    let mut families = vec![
         ("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", stats.running as f64),
         ("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", stats.waiting as f64),
         ("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", kv_usage),
@@ -511,6 +609,23 @@ fn metrics(shared: &Shared) -> String {
         ("mock_vllm_hangs_total", "counter", "Requests left hanging by fault injection.", stats.hangs as f64),
         ("mock_vllm_deaths_total", "counter", "Streams killed mid-way by fault injection.", stats.deaths as f64),
     ];
+    if let Some(fleet) = &shared.fleet {
+        let billing = fleet.billing();
+        families.extend([
+            (
+                "mock_serverless_containers",
+                "gauge",
+                "Serverless containers running (cold-starting, serving or idling).",
+                f64::from(billing.running),
+            ),
+            (
+                "mock_serverless_cold_starts_total",
+                "counter",
+                "Serverless containers started, each with a cold start.",
+                billing.cold_starts as f64,
+            ),
+        ]);
+    }
     let mut out = String::new();
     for (name, kind, help, value) in families {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {value}\n"));

@@ -102,6 +102,7 @@ async fn backends_may_be_named_by_host_name() {
         url: format!("http://localhost:{}", svl.addr().port()),
         capacity: 8,
         auth: tandemn_config::api::BackendAuth::None,
+        draining: false,
     };
     let router = TestRouter::start(settings(), &[named]);
     for _ in 0..3 {
@@ -171,6 +172,7 @@ async fn event_streams_lose_their_content_length() {
         url: upstream,
         capacity: 1,
         auth: tandemn_config::api::BackendAuth::None,
+        draining: false,
     };
     let router = TestRouter::start(settings(), &[backend]);
     let response = router.chat(&chat_body(1, true)).send().await.unwrap();

@@ -11,6 +11,7 @@ async fn clients_need_a_key_and_backends_get_their_own() {
         url: guarded.url(),
         capacity: 8,
         auth: BackendAuth::Bearer { token: Secret::new("backend-secret") },
+        draining: false,
     };
     let router = TestRouter::start(settings(), &[backend]);
     let url = format!("{}/v1/chat/completions", router.url);

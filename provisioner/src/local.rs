@@ -1,0 +1,321 @@
+//! The `local` provider: both tiers as processes on this machine, so the whole product
+//! (boot delays, preemption, scale to zero, cost) runs on a laptop.
+//!
+//! - Spot: each replica is a child process, by default the bundled `mock-vllm` with a
+//!   boot delay, or any command template (`vllm serve {model} --port {port}`). Preemption
+//!   is a kill: random at `preemptions_per_hour`, or on demand with `tandemn preempt`.
+//! - Serverless: one `mock-vllm` in serverless mode, which cold-starts containers, runs
+//!   `concurrency` requests in each, scales to zero after the scaledown window and keeps
+//!   the billing record (`GET /billing`).
+//!
+//! Children run in their own process group, so a stop takes a whole engine with it; the
+//! bundled simulator also exits by itself when tandemn dies, even by SIGKILL.
+//! Both tiers append what they billed to `billing.jsonl` in the service's folder: the
+//! provider's own record, which the cost ledger is checked against.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tandemn_config::LocalSettings;
+
+use crate::provider::{
+    ContainerBill, Endpoint, EndpointStatus, ErrorKind, ProviderError, ReplicaHandle, ReplicaSpec, ReplicaStatus,
+    ServerlessProvider, ServerlessSpec, SpotProvider,
+};
+
+/// How long a stopped child gets to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Children and the billing record of one service.
+struct Processes {
+    /// Where logs and `billing.jsonl` go.
+    dir: PathBuf,
+    /// The `tandemn` executable that serves `mock-vllm`.
+    exe: PathBuf,
+    children: Mutex<HashMap<String, (Child, u64)>>,
+}
+
+impl Processes {
+    fn new(dir: &Path, exe: &Path) -> Result<Self, ProviderError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot create {}: {e}", dir.display())))?;
+        Ok(Self { dir: dir.to_path_buf(), exe: exe.to_path_buf(), children: Mutex::new(HashMap::new()) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Child, u64)>> {
+        self.children.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn log_file(&self, name: &str) -> Result<File, ProviderError> {
+        let path = self.dir.join(format!("{name}.log"));
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| ProviderError::new(ErrorKind::Transient, format!("cannot open {}: {e}", path.display())))
+    }
+
+    /// Starts `command` as `name`, in a process group of its own.
+    fn spawn(&self, name: &str, mut command: Command) -> Result<u32, ProviderError> {
+        let log = self.log_file(name)?;
+        let err = log.try_clone().map_err(|e| ProviderError::new(ErrorKind::Transient, e.to_string()))?;
+        command.stdin(Stdio::null()).stdout(log).stderr(err).process_group(0);
+        let child =
+            command.spawn().map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot start {name}: {e}")))?;
+        let pid = child.id();
+        self.lock().insert(name.to_string(), (child, now_ms()));
+        Ok(pid)
+    }
+
+    /// `Some(status)` once the child has exited (it is then forgotten).
+    fn exited(&self, name: &str) -> Option<std::process::ExitStatus> {
+        let mut children = self.lock();
+        let (child, _) = children.get_mut(name)?;
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                children.remove(name);
+                Some(status)
+            }
+            _ => None,
+        }
+    }
+
+    fn started_ms(&self, name: &str) -> Option<u64> {
+        self.lock().get(name).map(|(_, started)| *started)
+    }
+
+    /// Stops a child's whole process group: SIGTERM, then SIGKILL after the grace.
+    async fn stop(&self, name: &str, signal: Signal) {
+        let Some((mut child, _)) = self.lock().remove(name) else { return };
+        let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        let _ = killpg(group, signal);
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                // The engine may have left children of its own in the group.
+                let _ = killpg(group, Signal::SIGKILL);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait();
+    }
+
+    /// Appends one billed interval to the provider's record.
+    fn bill(&self, tier: &str, id: &str, started_ms: u64, stopped_ms: u64) {
+        let line = serde_json::json!({
+            "tier": tier, "id": id, "started_unix_ms": started_ms, "stopped_unix_ms": stopped_ms,
+        });
+        let path = self.dir.join("billing.jsonl");
+        let written = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "cannot write the local billing record");
+        }
+    }
+}
+
+/// A port the OS picked, free at the time of asking.
+fn free_port() -> Result<u16, ProviderError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| ProviderError::new(ErrorKind::Transient, format!("no free port: {e}")))
+}
+
+pub struct LocalSpot {
+    settings: LocalSettings,
+    processes: Processes,
+    /// When each replica was last polled: the random preemption's time base.
+    polled: Mutex<HashMap<String, Instant>>,
+}
+
+impl LocalSpot {
+    /// `dir` holds the logs and billing record; `exe` is the `tandemn` binary.
+    pub fn new(settings: LocalSettings, dir: &Path, exe: &Path) -> Result<Self, ProviderError> {
+        Ok(Self { settings, processes: Processes::new(dir, exe)?, polled: Mutex::new(HashMap::new()) })
+    }
+
+    fn command(&self, spec: &ReplicaSpec, port: u16) -> Command {
+        match &self.settings.command {
+            Some(template) => {
+                let line = template.replace("{model}", &spec.model).replace("{port}", &port.to_string());
+                let mut command = Command::new("sh");
+                command.arg("-c").arg(format!("exec {line}"));
+                command
+            }
+            None => {
+                let mut command = Command::new(&self.processes.exe);
+                command.args(["mock-vllm", "--exit-with-parent", "--threads", "1", "--served-model-name"]);
+                command.arg(&spec.model).arg("--port").arg(port.to_string());
+                command.arg("--boot-secs").arg(self.settings.spot_boot.as_secs_f64().to_string());
+                command
+            }
+        }
+    }
+
+    /// Whether the random preemption strikes a replica in the `elapsed` since its last poll.
+    fn preemption_due(&self, elapsed: Duration) -> bool {
+        let rate = self.settings.preemptions_per_hour;
+        rate > 0.0 && rand::random::<f64>() < 1.0 - (-rate * elapsed.as_secs_f64() / 3600.0).exp()
+    }
+
+    fn end(&self, replica: &str, started_ms: u64, ended_ms: u64) {
+        self.processes.bill("spot", replica, started_ms, ended_ms);
+    }
+}
+
+#[async_trait]
+impl SpotProvider for LocalSpot {
+    async fn launch(&self, spec: &ReplicaSpec) -> Result<ReplicaHandle, ProviderError> {
+        let port = free_port()?;
+        let pid = self.processes.spawn(&spec.replica, self.command(spec, port))?;
+        let launched_ms = self.processes.started_ms(&spec.replica).unwrap_or_else(now_ms);
+        Ok(ReplicaHandle {
+            replica: spec.replica.clone(),
+            url: format!("http://127.0.0.1:{port}"),
+            pid: Some(pid),
+            launched_ms,
+        })
+    }
+
+    async fn poll(&self, handle: &ReplicaHandle) -> Result<ReplicaStatus, ProviderError> {
+        let since = {
+            let mut polled = self.polled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let last = polled.insert(handle.replica.clone(), Instant::now());
+            last.map_or(Duration::ZERO, |t| t.elapsed())
+        };
+        match self.processes.exited(&handle.replica) {
+            None => {
+                if self.preemption_due(since) {
+                    self.processes.stop(&handle.replica, Signal::SIGKILL).await;
+                    let at_ms = now_ms();
+                    self.end(&handle.replica, handle.launched_ms, at_ms);
+                    return Ok(ReplicaStatus::Preempted { at_ms });
+                }
+                Ok(ReplicaStatus::Running)
+            }
+            Some(status) => {
+                let at_ms = now_ms();
+                self.end(&handle.replica, handle.launched_ms, at_ms);
+                // A kill from outside (`tandemn preempt`) is how a local preemption looks.
+                if matches!(status.signal(), Some(9 | 15)) {
+                    Ok(ReplicaStatus::Preempted { at_ms })
+                } else {
+                    Ok(ReplicaStatus::Failed { at_ms, reason: format!("the replica process exited ({status})") })
+                }
+            }
+        }
+    }
+
+    async fn terminate(&self, handle: &ReplicaHandle) -> Result<u64, ProviderError> {
+        self.processes.stop(&handle.replica, Signal::SIGTERM).await;
+        let at_ms = now_ms();
+        self.end(&handle.replica, handle.launched_ms, at_ms);
+        Ok(at_ms)
+    }
+}
+
+pub struct LocalServerless {
+    settings: LocalSettings,
+    processes: Processes,
+    http: reqwest::Client,
+}
+
+const ENDPOINT: &str = "serverless";
+
+impl LocalServerless {
+    pub fn new(settings: LocalSettings, dir: &Path, exe: &Path) -> Result<Self, ProviderError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| ProviderError::new(ErrorKind::Invalid, e.to_string()))?;
+        Ok(Self { settings, processes: Processes::new(dir, exe)?, http })
+    }
+
+    async fn billing(&self, endpoint: &Endpoint) -> Result<EndpointStatus, ProviderError> {
+        #[derive(serde::Deserialize)]
+        struct Billing {
+            running: u32,
+            containers: Vec<ContainerBill>,
+        }
+        let transient =
+            |e: reqwest::Error| ProviderError::new(ErrorKind::Transient, format!("{}/billing: {e}", endpoint.url));
+        let billing: Billing = self
+            .http
+            .get(format!("{}/billing", endpoint.url))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(transient)?
+            .json()
+            .await
+            .map_err(transient)?;
+        Ok(EndpointStatus { running: billing.running, containers: billing.containers })
+    }
+}
+
+#[async_trait]
+impl ServerlessProvider for LocalServerless {
+    async fn deploy(&self, spec: &ServerlessSpec) -> Result<Endpoint, ProviderError> {
+        let port = free_port()?;
+        let mut command = Command::new(&self.processes.exe);
+        command.args(["mock-vllm", "--exit-with-parent", "--threads", "1", "--served-model-name"]);
+        command.arg(&spec.model).arg("--port").arg(port.to_string());
+        command.arg("--serverless-containers-max").arg(spec.workers_max.to_string());
+        command.arg("--serverless-concurrency").arg(spec.concurrency.to_string());
+        command.arg("--cold-start-secs").arg(self.settings.cold_start.as_secs_f64().to_string());
+        command.arg("--scaledown-window-secs").arg(spec.scaledown_window_secs.to_string());
+        let pid = self.processes.spawn(ENDPOINT, command)?;
+        let endpoint = Endpoint { url: format!("http://127.0.0.1:{port}"), pid: Some(pid) };
+        // Deployed means reachable: wait (bounded) for the endpoint to answer.
+        for _ in 0..500 {
+            if self.billing(&endpoint).await.is_ok() {
+                return Ok(endpoint);
+            }
+            if self.processes.exited(ENDPOINT).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.processes.stop(ENDPOINT, Signal::SIGKILL).await;
+        Err(ProviderError::new(ErrorKind::Transient, "the local serverless endpoint did not come up"))
+    }
+
+    async fn status(&self, endpoint: &Endpoint) -> Result<EndpointStatus, ProviderError> {
+        self.billing(endpoint).await
+    }
+
+    async fn destroy(&self, endpoint: &Endpoint) -> Result<Vec<ContainerBill>, ProviderError> {
+        // The last record: containers still running are billed up to now.
+        let last = self.billing(endpoint).await;
+        self.processes.stop(ENDPOINT, Signal::SIGTERM).await;
+        let stopped = now_ms();
+        let mut containers = last.map(|s| s.containers).unwrap_or_default();
+        for c in &mut containers {
+            let stopped_ms = *c.stopped_ms.get_or_insert(stopped);
+            self.processes.bill("serverless", &c.id.to_string(), c.started_ms, stopped_ms);
+        }
+        Ok(containers)
+    }
+}

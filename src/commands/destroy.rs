@@ -1,0 +1,114 @@
+//! `tandemn destroy`: stops a running deployment (it drains and removes what it runs)
+//! and cleans up after one whose process died, so no replica process is left behind.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::{Pid, getpgid};
+use tandemn_provisioner::local::now_ms;
+use tandemn_provisioner::state_store::{Phase, ReplicaRow};
+use tandemn_provisioner::{DeploymentStatus, StateStore};
+
+use super::UsageError;
+use super::deployment::{View, process_alive};
+use crate::cli::DestroyArgs;
+use crate::output::println;
+
+/// How long a deployment gets to drain its streams and stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(660);
+
+pub fn run(args: &DestroyArgs) -> anyhow::Result<()> {
+    let store = StateStore::open_default()?;
+    let names: Vec<String> = match &args.service_name {
+        Some(name) => vec![name.clone()],
+        None => store
+            .deployments(None)?
+            .into_iter()
+            .filter(|d| matches!(d.status, DeploymentStatus::Active | DeploymentStatus::Deploying))
+            .map(|d| d.service_name)
+            .collect(),
+    };
+    if names.is_empty() {
+        println("No active deployments.");
+    }
+    for name in names {
+        destroy(&store, &name)?;
+    }
+    Ok(())
+}
+
+fn destroy(store: &StateStore, name: &str) -> anyhow::Result<()> {
+    if store.deployment(name)?.is_none() {
+        return Err(UsageError(format!("no deployment named `{name}`; `tandemn list` shows them")).into());
+    }
+    if store.run(name)?.is_none() {
+        store.set_status(name, DeploymentStatus::Destroyed)?;
+        println(&format!("{name}: nothing was running; marked destroyed"));
+        return Ok(());
+    }
+    let view = View::load(store, name)?;
+    if view.alive() {
+        println(&format!(
+            "{name}: stopping (pid {}): draining streams, then removing replicas and serverless…",
+            view.run.pid
+        ));
+        let pid = Pid::from_raw(i32::try_from(view.run.pid)?);
+        kill(pid, Signal::SIGTERM)?;
+        let started = Instant::now();
+        while process_alive(view.run.pid) {
+            if started.elapsed() > STOP_TIMEOUT {
+                println(&format!("{name}: did not stop within {STOP_TIMEOUT:?}; killing it"));
+                let _ = kill(pid, Signal::SIGKILL);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let cleaned = clean_up(store, name)?;
+    if cleaned > 0 {
+        println(&format!("{name}: the deployment's process had died; stopped {cleaned} leftover process(es)"));
+    }
+    store.set_status(name, DeploymentStatus::Destroyed)?;
+    let cost = View::load(store, name)?.cost();
+    println(&format!("{name}: destroyed; spent ${:.4} (`tandemn cost --service-name {name}`)", cost.total_usd));
+    Ok(())
+}
+
+/// After the deployment's process is gone: stops whatever it left running and closes
+/// its records. Returns how many processes were stopped.
+fn clean_up(store: &StateStore, name: &str) -> anyhow::Result<usize> {
+    let view = View::load(store, name)?;
+    let now = now_ms();
+    let mut stopped = 0;
+    let replicas: Vec<&ReplicaRow> = view.live_replicas().collect();
+    for replica in replicas {
+        if replica.pid.is_some_and(stop_group) {
+            stopped += 1;
+        }
+        store.replica_phase(name, replica, Phase::Terminated, now, Some("cleaned up by destroy"))?;
+    }
+    if view.run.serverless_pid.is_some_and(stop_group) {
+        stopped += 1;
+    }
+    if view.run.ended_at_ms.is_none() {
+        let open: Vec<_> = view
+            .containers
+            .iter()
+            .filter(|c| c.stopped_at_ms.is_none())
+            .map(|c| tandemn_provisioner::state_store::ContainerRow { stopped_at_ms: Some(now), ..*c })
+            .collect();
+        store.save_containers(name, &open)?;
+        store.end_run(name, now)?;
+    }
+    Ok(stopped)
+}
+
+/// Kills a process group that a replica leads (a recycled pid leads no such group).
+fn stop_group(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else { return false };
+    let pid = Pid::from_raw(raw);
+    if getpgid(Some(pid)).ok() != Some(pid) {
+        return false;
+    }
+    killpg(pid, Signal::SIGKILL).is_ok()
+}
