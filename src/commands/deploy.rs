@@ -64,11 +64,13 @@ fn run_local(spec: DeploymentSpec) -> anyhow::Result<()> {
         Some(secret) => secret.resolve().map_err(usage)?,
         None => random_key("tdn-admin"),
     };
-    let mut listen = spec.router.listen;
-    if listen.port() == 0 {
-        // Port 0 asks for any free port; reserve one now so it can be printed and stored.
-        listen = std::net::TcpListener::bind(listen)?.local_addr()?;
-    }
+    // Port 0 asks for any free port: one is picked now so it can be printed and stored.
+    let listen = std::net::TcpListener::bind(spec.router.listen).and_then(|l| l.local_addr()).map_err(|e| {
+        usage(format!(
+            "cannot listen on {}: {e}; set router.listen to a free address (127.0.0.1:0 picks any free port)",
+            spec.router.listen
+        ))
+    })?;
     let endpoint = format!("http://{listen}");
 
     let settings = super::router::settings(&spec.router, api_keys, admin_key.clone(), spec.public);
@@ -111,20 +113,19 @@ fn run_local(spec: DeploymentSpec) -> anyhow::Result<()> {
     server.add_service(background_service("provisioner", provisioner));
     store.set_status(&spec.service_name, DeploymentStatus::Active)?;
 
-    println(&format!("\nendpoint     {endpoint}/v1  (OpenAI-compatible)"));
+    let mut banner = format!("\nendpoint     {endpoint}/v1  (OpenAI-compatible)\n");
     match &generated_key {
-        Some(key) => println(&format!("api key      {}", key.expose())),
-        None if spec.public => println("api key      none: the endpoint is public"),
-        None => println("api key      the one(s) in router.api_keys"),
+        Some(key) => banner += &format!("api key      {}\n", key.expose()),
+        None if spec.public => banner += "api key      none: the endpoint is public\n",
+        None => banner += "api key      the one(s) in router.api_keys\n",
     }
-    println(&format!(
+    banner += &format!(
         "try          curl {endpoint}/v1/chat/completions -H 'Authorization: Bearer <api key>' \
-         -H 'Content-Type: application/json' -d '{{\"model\": \"{}\", \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}'",
+         -H 'Content-Type: application/json' -d '{{\"model\": \"{}\", \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}'\n",
         spec.model
-    ));
-    println("stop         Ctrl-C here, or `tandemn destroy` from another terminal\n");
-
-    let progress = Progress::start(spec.service_name.clone());
+    );
+    banner += "stop         Ctrl-C here, or `tandemn destroy` from another terminal\n";
+    let progress = Progress::start(spec.service_name.clone(), listen, banner);
     server::run(server, Box::new(shutdown));
     progress.stop();
 
@@ -191,10 +192,19 @@ struct Progress {
 }
 
 impl Progress {
-    fn start(service: String) -> Progress {
+    /// Prints `banner` once the router accepts connections, then the progress.
+    fn start(service: String, listen: std::net::SocketAddr, banner: String) -> Progress {
         let running = Arc::new(AtomicBool::new(true));
         let flag = running.clone();
         let thread = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
+                if !flag.load(Ordering::Relaxed) || std::time::Instant::now() > deadline {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            println(&banner);
             let Ok(store) = StateStore::open_default() else { return };
             let tty = std::io::stdout().is_terminal();
             let mut last = String::new();

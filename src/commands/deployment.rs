@@ -79,9 +79,14 @@ pub fn split(spot: u64, serverless: u64) -> String {
     format!("{:.0}% spot / {:.0}% serverless ({total} requests)", pct(spot), pct(serverless))
 }
 
-/// Whether a process with this id exists (signal 0 checks without sending).
+/// Whether a process with this id runs (signal 0 checks without sending). A zombie, dead
+/// but not yet reaped by its parent, does not count.
 pub fn process_alive(pid: u32) -> bool {
-    i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok())
+    let exists = i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok());
+    // `/proc/PID/stat` is `PID (name) STATE …`; the name may contain spaces.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    exists && !zombie
 }
 
 /// `12s`, `4m 05s`, `2h 03m`.

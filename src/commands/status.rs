@@ -25,7 +25,7 @@ pub fn run(args: &ServiceArgs) -> anyhow::Result<()> {
             "usage": view.run.usage,
             "note": view.run.note,
             "replicas": view.replicas,
-            "serverless": {"url": view.run.serverless_url, "running_containers": view.run.usage.serverless_running,
+            "serverless": {"url": view.run.serverless_url, "pid": view.run.serverless_pid, "running_containers": view.run.usage.serverless_running,
                            "containers": view.containers},
             "router": health,
             "cost": view.cost(),

@@ -1,0 +1,285 @@
+//! The whole product on one machine, time-scaled (2 s spot boots, 1 s scaledown windows):
+//! `tandemn deploy` with the local provider, driven with real traffic and checked with
+//! `status`, `preempt`, `destroy` and `cost`, as a user would.
+//!
+//! 1. serverless serves first while spot boots; 2. traffic shifts to spot once it is
+//! ready; 3. serverless scales to zero; 4. load above spot capacity spills to serverless;
+//! 5. a preempted replica fails no request that had not started streaming, and is
+//! replaced; 6. idle scales spot to zero; 7. `cost` matches the provider's billing record;
+//! 8. `destroy` leaves no process behind.
+
+#![allow(clippy::unwrap_used, reason = "test helpers fail the test by panicking")]
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const CONFIG: &str = "
+service_name: story
+model: mock-model
+gpu: L4
+serverless_provider: local
+spots_cloud: local
+scaling:
+  spot: {max_replicas: 1, target_qps: 1000, upscale_delay: 0, downscale_delay: 2, demand_window: 2}
+  serverless: {concurrency: 8, scaledown_window: 1, workers_max: 2}
+router: {listen: 127.0.0.1:0, spot_capacity: 2}
+local: {spot_boot_secs: 2, cold_start_secs: 0.3}
+";
+
+struct Deployment {
+    home: tempfile::TempDir,
+    child: Child,
+    endpoint: String,
+    api_key: String,
+}
+
+impl Deployment {
+    fn start() -> Deployment {
+        let home = tempfile::tempdir().unwrap();
+        let config = home.path().join("story.yaml");
+        std::fs::write(&config, CONFIG).unwrap();
+        let mut child = tandemn(home.path())
+            .args(["deploy", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stdout = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let field = |name: &str| {
+            let found = lines.lock().unwrap().iter().find(|l| l.starts_with(name)).cloned();
+            found.map(|line| line.split_whitespace().nth(if name == "api key" { 2 } else { 1 }).unwrap().to_string())
+        };
+        wait_for("the endpoint and key to be printed", Duration::from_secs(30), || field("api key").is_some());
+        let endpoint = field("endpoint").unwrap().trim_end_matches("/v1").to_string();
+        Deployment { api_key: field("api key").unwrap(), endpoint, child, home }
+    }
+
+    fn tandemn(&self, args: &[&str]) -> Value {
+        let output = tandemn(self.home.path()).args(args).output().unwrap();
+        assert!(output.status.success(), "tandemn {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    fn status(&self) -> Value {
+        self.tandemn(&["status", "--service-name", "story", "--json"])
+    }
+
+    fn billing_record(&self) -> PathBuf {
+        self.home.path().join("local/story/billing.jsonl")
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tandemn(home: &Path) -> Command {
+    let mut command = Command::new(assert_cmd::cargo::cargo_bin("tandemn"));
+    command.env_clear().env("HOME", home).env("TANDEMN_HOME", home);
+    command
+}
+
+fn wait_for(what: &str, timeout: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// How one streamed request ended.
+#[derive(Debug, Clone)]
+struct Outcome {
+    tier: String,
+    ok: bool,
+    /// The response had started (200 and headers) before anything went wrong.
+    started: bool,
+}
+
+async fn request(client: &reqwest::Client, d: &(String, String), max_tokens: u32) -> Outcome {
+    let body = serde_json::json!({
+        "model": "mock-model", "stream": true, "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "hello"}],
+    });
+    let sent = client.post(format!("{}/v1/chat/completions", d.0)).bearer_auth(&d.1).json(&body).send().await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(error) => return Outcome { tier: format!("error: {error:?}"), ok: false, started: false },
+    };
+    let tier = response.headers().get("x-tandemn-backend").map_or("", |v| v.to_str().unwrap()).to_string();
+    let tier = tier.split('/').next().unwrap().to_string();
+    if response.status() != 200 {
+        return Outcome { tier, ok: false, started: false };
+    }
+    let text = response.text().await.unwrap_or_default();
+    let ok = text.ends_with("data: [DONE]\n\n") && !text.contains("\"error\"");
+    Outcome { tier, ok, started: true }
+}
+
+fn live_replicas(status: &Value) -> Vec<(String, String)> {
+    let replicas = status["replicas"].as_array().unwrap();
+    replicas
+        .iter()
+        .map(|r| (r["replica"].as_str().unwrap().to_string(), r["phase"].as_str().unwrap().to_string()))
+        .filter(|(_, phase)| !["terminated", "preempted", "failed"].contains(&phase.as_str()))
+        .collect()
+}
+
+#[test]
+fn a_local_deployment_tells_the_whole_story() {
+    let mut deployment = Deployment::start();
+    let target = (deployment.endpoint.clone(), deployment.api_key.clone());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let sent = AtomicU64::new(0);
+    let send = |max_tokens: u32| {
+        sent.fetch_add(1, Ordering::Relaxed);
+        runtime.block_on(request(&client, &target, max_tokens))
+    };
+
+    // 1. Serverless answers at once while the first spot replica boots.
+    let first = send(4);
+    assert!(first.ok, "{first:?}");
+    assert_eq!(first.tier, "serverless");
+    wait_for("the first request to start a spot launch", Duration::from_secs(5), || {
+        let live = live_replicas(&deployment.status());
+        live.len() == 1 && live[0].1 != "ready"
+    });
+
+    // 2. Traffic shifts to spot once it is ready.
+    let mut served_while_booting = 1;
+    let shifted = Instant::now();
+    loop {
+        let outcome = send(4);
+        assert!(outcome.ok, "{outcome:?}");
+        if outcome.tier == "spot" {
+            break;
+        }
+        served_while_booting += 1;
+        assert!(shifted.elapsed() < Duration::from_secs(30), "spot never took traffic");
+    }
+    assert!(served_while_booting >= 1);
+
+    // 3. With spot carrying the traffic, serverless scales to zero.
+    wait_for("serverless to scale to zero", Duration::from_secs(30), || {
+        assert_eq!(send(4).tier, "spot");
+        deployment.status()["usage"]["serverless_running"] == 0
+    });
+    assert!((0..5).all(|_| send(4).tier == "spot"));
+
+    // 4. Above spot's capacity (2 streams) the rest spills to serverless.
+    let burst: Vec<Outcome> = runtime.block_on(async {
+        let requests = (0..6).map(|_| request(&client, &target, 40));
+        futures_util::future::join_all(requests).await
+    });
+    sent.fetch_add(6, Ordering::Relaxed);
+    assert!(burst.iter().all(|o| o.ok), "{burst:?}");
+    let spilled = burst.iter().filter(|o| o.tier == "serverless").count();
+    assert_eq!((burst.len() - spilled, spilled), (2, 4), "{burst:?}");
+
+    // 5. Preempt the replica under load: nothing fails before streaming starts, and a
+    // new replica replaces it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, outcomes, client, target) = (stop.clone(), outcomes.clone(), client.clone(), target.clone());
+            runtime.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let outcome = request(&client, &target, 10).await;
+                    outcomes.lock().unwrap().push(outcome);
+                }
+            })
+        })
+        .collect();
+    wait_for("load on spot", Duration::from_secs(10), || outcomes.lock().unwrap().len() >= 10);
+    let preempt = tandemn(deployment.home.path()).args(["preempt", "story"]).output().unwrap();
+    assert!(preempt.status.success(), "{}", String::from_utf8_lossy(&preempt.stderr));
+    assert!(String::from_utf8_lossy(&preempt.stdout).contains("preempted spot-1"));
+    wait_for("a replacement replica to be ready", Duration::from_secs(30), || {
+        live_replicas(&deployment.status()) == [("spot-2".to_string(), "ready".to_string())]
+    });
+    let replaced_at = outcomes.lock().unwrap().len();
+    wait_for("traffic on the replacement", Duration::from_secs(10), || {
+        outcomes.lock().unwrap()[replaced_at..].iter().any(|o| o.tier == "spot")
+    });
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        runtime.block_on(worker).unwrap();
+    }
+    let outcomes = outcomes.lock().unwrap().clone();
+    sent.fetch_add(outcomes.len() as u64, Ordering::Relaxed);
+    let failed_before_streaming: Vec<_> = outcomes.iter().filter(|o| !o.started).collect();
+    assert!(failed_before_streaming.is_empty(), "{failed_before_streaming:?}");
+    assert!(outcomes.iter().any(|o| o.tier == "serverless"), "serverless covered for the preempted replica");
+    let events: Vec<Value> = deployment.status()["replicas"].as_array().unwrap().clone();
+    assert_eq!(events[0]["phase"], "preempted", "{events:?}");
+
+    // 6. Idle scales spot to zero.
+    wait_for("spot to scale to zero", Duration::from_secs(30), || {
+        let status = deployment.status();
+        live_replicas(&status).is_empty() && status["usage"]["desired_replicas"] == 0
+    });
+
+    // 8. `destroy` stops the deployment and leaves no process behind.
+    let status = deployment.status();
+    let mut pids: Vec<u64> = status["replicas"].as_array().unwrap().iter().filter_map(|r| r["pid"].as_u64()).collect();
+    pids.extend(status["serverless"]["pid"].as_u64());
+    assert_eq!(pids.len(), 3, "two replicas and the serverless endpoint: {status}");
+    let destroyed = tandemn(deployment.home.path()).args(["destroy", "--service-name", "story"]).output().unwrap();
+    assert!(destroyed.status.success(), "{}", String::from_utf8_lossy(&destroyed.stderr));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while deployment.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the deploy process did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for("no replica or serverless process left", Duration::from_secs(10), || {
+        pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    });
+    assert_eq!(deployment.tandemn(&["status", "--service-name", "story", "--json"])["status"], "destroyed");
+
+    // 7. `cost` agrees with the provider's own billing record, to the cent.
+    let cost = deployment.tandemn(&["cost", "--service-name", "story", "--json"]);
+    let record = std::fs::read_to_string(deployment.billing_record()).unwrap();
+    let (mut spot_secs, mut serverless_secs) = (0, 0);
+    for line in record.lines() {
+        let bill: Value = serde_json::from_str(line).unwrap();
+        let secs =
+            (bill["stopped_unix_ms"].as_u64().unwrap() - bill["started_unix_ms"].as_u64().unwrap()).div_ceil(1000);
+        if bill["tier"] == "spot" { spot_secs += secs } else { serverless_secs += secs }
+    }
+    let catalog = tandemn_config::Catalog::embedded();
+    let spot_price = catalog.spot_price("aws", "L4").unwrap().spot_usd_per_hour.unwrap();
+    let serverless_price = catalog.cheapest_serverless("L4").unwrap().price.usd_per_hour;
+    assert_eq!(cost["spot"]["billed_secs"].as_u64().unwrap(), spot_secs, "{cost}");
+    assert_eq!(cost["serverless"]["billed_secs"].as_u64().unwrap(), serverless_secs, "{cost}");
+    let cents = |usd: f64| (usd * 100.0).round();
+    assert_eq!(cents(cost["spot"]["usd"].as_f64().unwrap()), cents(spot_secs as f64 / 3600.0 * spot_price));
+    assert_eq!(
+        cents(cost["serverless"]["usd"].as_f64().unwrap()),
+        cents(serverless_secs as f64 / 3600.0 * serverless_price)
+    );
+    assert!(spot_secs > 0 && serverless_secs > 0);
+    let routed = cost["spot_requests"].as_u64().unwrap() + cost["serverless_requests"].as_u64().unwrap();
+    assert_eq!(routed, sent.load(Ordering::Relaxed), "every request is in the routing split");
+    assert!(cost["pure_serverless_usd"].as_f64().unwrap() > 0.0 && cost["on_demand_usd"].as_f64().unwrap() > 0.0);
+}
