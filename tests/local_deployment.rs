@@ -2,10 +2,13 @@
 //! `tandemn deploy` with the local provider, driven with real traffic and checked with
 //! `status`, `preempt`, `destroy` and `cost`, as a user would.
 //!
-//! 1. serverless serves first while spot boots; 2. traffic shifts to spot once it is
-//! ready; 3. serverless scales to zero; 4. load above spot capacity spills to serverless;
-//! 5. a preempted replica fails no request that had not started streaming, and is
-//! replaced; 6. idle scales spot to zero; 7. `cost` matches the provider's billing record;
+//! 1. Serverless serves first while spot boots.
+//! 2. Traffic shifts to spot once it is ready.
+//! 3. Serverless scales to zero.
+//! 4. Load above spot capacity spills to serverless.
+//! 5. A preempted replica fails no request that had not started streaming, and is replaced.
+//! 6. Idle scales spot to zero.
+//! 7. `cost` matches the provider's own billing record.
 //! 8. `destroy` leaves no process behind.
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test by panicking")]
