@@ -286,3 +286,33 @@ fn a_local_deployment_tells_the_whole_story() {
     assert_eq!(routed, sent.load(Ordering::Relaxed), "every request is in the routing split");
     assert!(cost["pure_serverless_usd"].as_f64().unwrap() > 0.0 && cost["on_demand_usd"].as_f64().unwrap() > 0.0);
 }
+
+/// Replicas die with the deployment even when it is killed with SIGKILL (no chance to
+/// clean up); `list` tells, and `destroy` closes the records.
+#[test]
+fn replicas_die_with_a_killed_deployment_and_destroy_closes_its_records() {
+    let mut deployment = Deployment::start();
+    let target = (deployment.endpoint.clone(), deployment.api_key.clone());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert!(runtime.block_on(request(&reqwest::Client::new(), &target, 2)).ok);
+    wait_for("a spot replica process", Duration::from_secs(10), || {
+        deployment.status()["replicas"].as_array().unwrap().iter().any(|r| r["pid"].is_u64())
+    });
+    let status = deployment.status();
+    let mut pids: Vec<u64> = status["replicas"].as_array().unwrap().iter().filter_map(|r| r["pid"].as_u64()).collect();
+    pids.extend(status["serverless"]["pid"].as_u64());
+    assert_eq!(pids.len(), 2, "{status}");
+
+    deployment.child.kill().unwrap();
+    deployment.child.wait().unwrap();
+    wait_for("the replicas to exit by themselves", Duration::from_secs(10), || {
+        pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    });
+    let list = tandemn(deployment.home.path()).args(["list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("active (not running)"));
+    let destroyed = tandemn(deployment.home.path()).args(["destroy", "--service-name", "story"]).output().unwrap();
+    assert!(destroyed.status.success(), "{}", String::from_utf8_lossy(&destroyed.stderr));
+    let status = deployment.status();
+    assert_eq!(status["status"], "destroyed");
+    assert!(live_replicas(&status).is_empty(), "{status}");
+}

@@ -264,7 +264,7 @@ pub fn summary(spec: &DeploymentSpec) -> String {
     } else {
         format!("{} API key(s)", spec.router.api_keys.len())
     };
-    format!(
+    let mut text = format!(
         "service      {}{name_note}\n\
          model        {}\n\
          gpu          {} x{} (tp {}, max_model_len {})\n\
@@ -292,5 +292,16 @@ pub fn summary(spec: &DeploymentSpec) -> String {
         serverless.scaledown_window,
         serverless.timeout,
         spec.router.listen,
-    )
+    );
+    let local = &spec.local;
+    if spec.spots_cloud == SpotCloud::Local || spec.serverless_provider == ServerlessProvider::Local {
+        text += &format!(
+            "local        spot boots in {:?}, {} preemptions/hour; serverless cold start {:?}; replicas run {}\n",
+            local.spot_boot,
+            local.preemptions_per_hour,
+            local.cold_start,
+            local.command.as_deref().unwrap_or("the bundled vLLM simulator")
+        );
+    }
+    text
 }

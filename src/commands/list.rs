@@ -29,9 +29,12 @@ pub fn run(args: &ListArgs) -> anyhow::Result<()> {
     let mut table = Table::new(["SERVICE NAME", "STATUS", "MODEL", "GPU", "SERVERLESS", "SPOT", "CREATED"]);
     for d in &deployments {
         let gpu = if d.gpu_count == 1 { d.gpu.clone() } else { format!("{}x{}", d.gpu_count, d.gpu) };
+        // An active deployment whose process died (a crash, a SIGKILL) says so.
+        let stale = d.status == DeploymentStatus::Active
+            && store.run(&d.service_name)?.is_some_and(|run| !super::deployment::process_alive(run.pid));
         table.row(vec![
             d.service_name.clone(),
-            d.status.as_str().to_string(),
+            if stale { "active (not running)".to_string() } else { d.status.as_str().to_string() },
             d.model.clone(),
             gpu,
             d.serverless_provider.clone(),
