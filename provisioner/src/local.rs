@@ -8,8 +8,9 @@
 //!   `concurrency` requests in each, scales to zero after the scaledown window and keeps
 //!   the billing record (`GET /billing`).
 //!
-//! Children run in their own process group, so a stop takes a whole engine with it; the
-//! bundled simulator also exits by itself when tandemn dies, even by SIGKILL.
+//! Children run in their own process group, so a stop takes a whole engine with it, and
+//! they stop when tandemn dies, even by SIGKILL: the bundled simulator watches its parent,
+//! and a command-template engine runs under a shell watchdog that does the same.
 //! Both tiers append what they billed to `billing.jsonl` in the service's folder: the
 //! provider's own record, which the cost ledger is checked against.
 
@@ -143,6 +144,15 @@ fn free_port() -> Result<u16, ProviderError> {
         .map_err(|e| ProviderError::new(ErrorKind::Transient, format!("no free port: {e}")))
 }
 
+/// Runs a command-template engine and stops it when tandemn dies (even by SIGKILL, which
+/// leaves no chance to clean up), when told to stop, or passes on its exit status.
+const ENGINE_WATCHDOG: &str = r#"trap 'kill -TERM "$engine" 2>/dev/null' TERM INT
+sh -c "exec $TANDEMN_ENGINE" &
+engine=$!
+while kill -0 "$TANDEMN_PARENT" 2>/dev/null && kill -0 "$engine" 2>/dev/null; do sleep 0.2; done
+kill -TERM "$engine" 2>/dev/null
+wait "$engine""#;
+
 pub struct LocalSpot {
     settings: LocalSettings,
     processes: Processes,
@@ -161,7 +171,8 @@ impl LocalSpot {
             Some(template) => {
                 let line = template.replace("{model}", &spec.model).replace("{port}", &port.to_string());
                 let mut command = Command::new("sh");
-                command.arg("-c").arg(format!("exec {line}"));
+                command.arg("-c").arg(ENGINE_WATCHDOG).env("TANDEMN_ENGINE", line);
+                command.env("TANDEMN_PARENT", std::process::id().to_string());
                 command
             }
             None => {
@@ -317,5 +328,105 @@ impl ServerlessProvider for LocalServerless {
             self.processes.bill("serverless", &c.id.to_string(), c.started_ms, stopped_ms);
         }
         Ok(containers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spot(dir: &Path, command: &str) -> LocalSpot {
+        let settings = LocalSettings { command: Some(command.into()), ..LocalSettings::default() };
+        LocalSpot::new(settings, dir, Path::new("/nonexistent/tandemn")).unwrap()
+    }
+
+    fn spec(replica: &str) -> ReplicaSpec {
+        ReplicaSpec {
+            service: "svc".into(),
+            replica: replica.into(),
+            model: "m".into(),
+            gpu: "L4".into(),
+            gpu_count: 1,
+        }
+    }
+
+    async fn listening(url: &str) -> bool {
+        let address = url.trim_start_matches("http://").to_string();
+        for _ in 0..500 {
+            if tokio::net::TcpStream::connect(&address).await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_command_template_replica_runs_on_its_port_and_is_billed_until_terminated() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = spot(dir.path(), "python3 -m http.server {port} --bind 127.0.0.1");
+        let handle = provider.launch(&spec("spot-1")).await.unwrap();
+        assert!(listening(&handle.url).await, "the engine listens on the port it was given");
+        assert_eq!(provider.poll(&handle).await.unwrap(), ReplicaStatus::Running);
+        let ended = provider.terminate(&handle).await.unwrap();
+        assert!(ended >= handle.launched_ms);
+        let pid = handle.pid.unwrap();
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the whole group is gone");
+        let record = std::fs::read_to_string(dir.path().join("billing.jsonl")).unwrap();
+        let bill: serde_json::Value = serde_json::from_str(record.trim()).unwrap();
+        assert_eq!((bill["id"].as_str(), bill["stopped_unix_ms"].as_u64()), (Some("spot-1"), Some(ended)));
+    }
+
+    #[tokio::test]
+    async fn a_killed_replica_is_reported_preempted_and_a_crashed_one_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = spot(dir.path(), "python3 -m http.server {port} --bind 127.0.0.1");
+        let handle = provider.launch(&spec("spot-1")).await.unwrap();
+        assert!(listening(&handle.url).await);
+        killpg(Pid::from_raw(i32::try_from(handle.pid.unwrap()).unwrap()), Signal::SIGKILL).unwrap();
+        let mut status = ReplicaStatus::Running;
+        for _ in 0..500 {
+            status = provider.poll(&handle).await.unwrap();
+            if status != ReplicaStatus::Running {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(matches!(status, ReplicaStatus::Preempted { .. }), "{status:?}");
+
+        let crashing = spot(dir.path(), "sh -c 'exit 3' {port}");
+        let handle = crashing.launch(&spec("spot-2")).await.unwrap();
+        for _ in 0..500 {
+            status = crashing.poll(&handle).await.unwrap();
+            if status != ReplicaStatus::Running {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(matches!(&status, ReplicaStatus::Failed { reason, .. } if reason.contains("3")), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_stops_a_template_engine_when_tandemn_dies() {
+        // A stand-in for tandemn that dies on its own.
+        let mut parent = Command::new("sleep").arg("0.3").spawn().unwrap();
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(ENGINE_WATCHDOG)
+            .env("TANDEMN_ENGINE", "sleep 30")
+            .env("TANDEMN_PARENT", parent.id().to_string())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        parent.wait().unwrap();
+        let mut exited = None;
+        for _ in 0..500 {
+            exited = watchdog.try_wait().unwrap();
+            if exited.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(exited.is_some(), "the engine was stopped with its parent");
     }
 }

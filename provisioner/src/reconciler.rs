@@ -171,7 +171,7 @@ pub struct Reconciler {
     launched: u32,
     published: Option<Vec<BackendSpec>>,
     /// Actions that failed since the start (logged each time).
-    pub errors: u64,
+    errors: u64,
     note: Option<String>,
 }
 
@@ -230,7 +230,7 @@ impl Reconciler {
     fn failed(&mut self, what: &str, error: &ProviderError) {
         self.errors += 1;
         tracing::warn!(service = %self.spec.service_name, %error, "{what} failed; retrying");
-        self.note = Some(format!("{what} failed: {error}"));
+        self.note = Some(format!("{} provider call(s) failed so far; the last: {what}: {error}", self.errors));
     }
 
     fn record(&mut self, index: usize, phase: Phase, at_ms: u64, detail: Option<&str>) {
@@ -291,7 +291,7 @@ impl Reconciler {
             self.apply(action).await;
         }
         self.publish();
-        let note = self.backoff.note(now_ms()).or_else(|| self.note.take());
+        let note = self.backoff.note(now_ms()).or_else(|| self.note.clone());
         if let Err(error) = self.store.update_usage(&self.spec.service_name, &self.usage, note.as_deref(), now_ms()) {
             tracing::warn!(%error, "cannot record usage");
         }

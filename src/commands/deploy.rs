@@ -71,7 +71,10 @@ fn run_local(spec: DeploymentSpec) -> anyhow::Result<()> {
             spec.router.listen
         ))
     })?;
-    let endpoint = format!("http://{listen}");
+    // Listening on every interface: this machine reaches it on loopback.
+    let reachable =
+        if listen.ip().is_unspecified() { std::net::SocketAddr::from(([127, 0, 0, 1], listen.port())) } else { listen };
+    let endpoint = format!("http://{reachable}");
 
     let settings = super::router::settings(&spec.router, api_keys, admin_key.clone(), spec.public);
     let router = Arc::new(Router::new(Arc::new(RoutingState::default()), settings));
@@ -125,7 +128,7 @@ fn run_local(spec: DeploymentSpec) -> anyhow::Result<()> {
         spec.model
     );
     banner += "stop         Ctrl-C here, or `tandemn destroy` from another terminal\n";
-    let progress = Progress::start(spec.service_name.clone(), listen, banner);
+    let progress = Progress::start(spec.service_name.clone(), reachable, banner);
     server::run(server, Box::new(shutdown));
     progress.stop();
 
