@@ -195,20 +195,35 @@ struct Progress {
 }
 
 impl Progress {
-    /// Prints `banner` once the router accepts connections, then the progress.
+    /// Prints `banner` once the deployment can serve, then the progress.
     fn start(service: String, listen: std::net::SocketAddr, banner: String) -> Progress {
         let running = Arc::new(AtomicBool::new(true));
         let flag = running.clone();
         let thread = std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
-                if !flag.load(Ordering::Relaxed) || std::time::Instant::now() > deadline {
+            let Ok(store) = StateStore::open_default() else { return };
+            // Ready to announce: the router accepts connections and serverless is deployed,
+            // so the first request has somewhere to go.
+            let serving = || {
+                std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok()
+                    && store.run(&service).ok().flatten().is_some_and(|run| run.serverless_url.is_some())
+            };
+            let waiting_since = std::time::Instant::now();
+            let mut told = None;
+            while !serving() {
+                if !flag.load(Ordering::Relaxed) {
                     return;
+                }
+                // A slow start says why (the provisioner notes its failures).
+                if waiting_since.elapsed() > Duration::from_secs(5) {
+                    let note = store.run(&service).ok().flatten().and_then(|run| run.note);
+                    if told.as_ref() != Some(&note) {
+                        println(&format!("waiting for the serverless endpoint… {}", note.as_deref().unwrap_or("")));
+                        told = Some(note);
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             println(&banner);
-            let Ok(store) = StateStore::open_default() else { return };
             let tty = std::io::stdout().is_terminal();
             let mut last = String::new();
             while flag.load(Ordering::Relaxed) {
