@@ -316,3 +316,26 @@ fn replicas_die_with_a_killed_deployment_and_destroy_closes_its_records() {
     assert_eq!(status["status"], "destroyed");
     assert!(live_replicas(&status).is_empty(), "{status}");
 }
+
+/// A serverless endpoint that dies is deployed again, and traffic comes back to it.
+#[test]
+fn a_dead_serverless_endpoint_is_deployed_again() {
+    let deployment = Deployment::start();
+    let target = (deployment.endpoint.clone(), deployment.api_key.clone());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    assert!(runtime.block_on(request(&client, &target, 2)).ok);
+    let first = deployment.status()["serverless"]["pid"].as_u64().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(first).unwrap()), nix::sys::signal::SIGKILL)
+        .unwrap();
+    wait_for("a new serverless endpoint", Duration::from_secs(20), || {
+        deployment.status()["serverless"]["pid"].as_u64().is_some_and(|pid| pid != first)
+    });
+    // The router routes to the new endpoint (spot, ready by now, takes this light traffic).
+    wait_for("the router to route to the new endpoint", Duration::from_secs(10), || {
+        let status = deployment.status();
+        let url = status["serverless"]["url"].clone();
+        status["router"]["backends"].as_array().unwrap().iter().any(|b| b["tier"] == "serverless" && b["url"] == url)
+    });
+    assert!(runtime.block_on(request(&client, &target, 2)).ok);
+}

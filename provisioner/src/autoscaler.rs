@@ -99,8 +99,11 @@ impl Autoscaler {
             Some(start) => earlier.clone().take_while(|s| s.at_ms <= start).last().or(earlier.next()),
             None => earlier.next(),
         };
-        let requests = sample.arrived.saturating_sub(base.map_or(sample.arrived, |s| s.arrived));
-        let rate = requests as f64 / self.policy.demand_window as f64;
+        let (base_at, base_arrived) = base.map_or((sample.at_ms, sample.arrived), |s| (s.at_ms, s.arrived));
+        let requests = sample.arrived.saturating_sub(base_arrived);
+        // Over the window, or over the longer span a stalled tick left between samples.
+        let span_ms = (sample.at_ms - base_at).max(1000 * self.policy.demand_window);
+        let rate = requests as f64 * 1000.0 / span_ms as f64;
         let replicas = (rate / self.policy.target_qps).ceil();
         let replicas = if replicas >= f64::from(u32::MAX) { u32::MAX } else { replicas as u32 };
         replicas.clamp(self.policy.min_replicas, self.policy.max_replicas)
@@ -195,6 +198,14 @@ mod tests {
         let mut scaler = Autoscaler::new(SpotPolicy { min_replicas: 1, ..policy() }, 0);
         let mut arrived = 0;
         assert!(run(&mut scaler, &mut arrived, 0, 100, 0).iter().all(|&(_, d)| d == 1));
+    }
+
+    #[test]
+    fn a_stalled_tick_does_not_inflate_the_rate() {
+        let mut scaler = Autoscaler::new(SpotPolicy { upscale_delay: 0, demand_window: 2, ..policy() }, 0);
+        scaler.observe(1_000, 15);
+        // Five seconds pass between samples with 10 req/s: one replica, not three.
+        assert_eq!(scaler.observe(6_000, 65), 1);
     }
 
     #[test]

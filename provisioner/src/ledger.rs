@@ -155,27 +155,30 @@ impl ServerlessShadow {
         }
     }
 
-    /// Accounts the time since the last call, then applies the peak concurrency seen in
-    /// it (`busy` is whether any request arrived, however short).
+    /// Accounts the time since the last call, given the peak concurrency seen in it
+    /// (`busy`: whether any request arrived, however short). Containers the load needed
+    /// are billed for the whole interval; idle ones until their window runs out.
     pub fn observe(&mut self, now_ms: u64, peak_inflight: u64, busy: bool) {
-        let elapsed = now_ms.saturating_sub(self.last_ms);
+        let since = self.last_ms;
         self.last_ms = now_ms;
-        // Containers bill until their window runs out, even between observations.
-        for &last_work in &self.containers {
-            let stops_at = last_work + self.scaledown_window_ms;
-            self.billed_ms += elapsed.min(stops_at.saturating_sub(now_ms - elapsed));
+        let elapsed = now_ms.saturating_sub(since);
+        let needed = peak_inflight.div_ceil(self.concurrency).max(u64::from(busy));
+        let needed = usize::try_from(needed).unwrap_or(usize::MAX);
+        // The busiest containers are the first ones; missing ones start with the interval.
+        while self.containers.len() < needed {
+            self.containers.push(since);
+        }
+        for (index, last_work) in self.containers.iter_mut().enumerate() {
+            if index < needed {
+                self.billed_ms += elapsed;
+                *last_work = now_ms;
+            } else {
+                let stops_at = *last_work + self.scaledown_window_ms;
+                self.billed_ms += stops_at.clamp(since, now_ms) - since;
+            }
         }
         let window = self.scaledown_window_ms;
         self.containers.retain(|&last_work| last_work + window > now_ms);
-        let needed = peak_inflight.div_ceil(self.concurrency).max(u64::from(busy));
-        let needed = usize::try_from(needed).unwrap_or(usize::MAX);
-        // The busiest containers are the first ones; new ones start now.
-        for last_work in self.containers.iter_mut().take(needed) {
-            *last_work = now_ms;
-        }
-        while self.containers.len() < needed {
-            self.containers.push(now_ms);
-        }
     }
 }
 
@@ -255,20 +258,31 @@ mod tests {
         let mut shadow = ServerlessShadow::new(4, 10, 0);
         shadow.observe(1_000, 0, false);
         assert_eq!(shadow.billed_ms, 0, "idle: nothing runs");
-        // 6 requests at once need two containers; they work for 5 s.
+        // 6 requests at once need two containers, busy from 1 s to 6 s.
         for t in 2..=6 {
             shadow.observe(t * 1_000, 6, true);
         }
+        assert_eq!(shadow.billed_ms, 2 * 5_000);
         // Then silence: each container stops 10 s after its last work (at 16 s).
         for t in 7..=30 {
             shadow.observe(t * 1_000, 0, false);
         }
-        assert_eq!(shadow.billed_ms, 2 * (16_000 - 2_000));
-        // A single short request still starts one.
+        assert_eq!(shadow.billed_ms, 2 * 15_000);
+        // A single short request still needs one for its interval, plus the window.
         shadow.observe(31_000, 0, true);
         for t in 32..=60 {
             shadow.observe(t * 1_000, 0, false);
         }
-        assert_eq!(shadow.billed_ms, 2 * 14_000 + 10_000);
+        assert_eq!(shadow.billed_ms, 2 * 15_000 + 1_000 + 10_000);
+    }
+
+    #[test]
+    fn a_zero_scaledown_window_still_bills_the_busy_time() {
+        let mut shadow = ServerlessShadow::new(1, 0, 0);
+        for t in 1..=4 {
+            shadow.observe(t * 1_000, 1, true);
+        }
+        shadow.observe(5_000, 0, false);
+        assert_eq!(shadow.billed_ms, 4_000);
     }
 }

@@ -83,17 +83,19 @@ impl Processes {
         Ok(pid)
     }
 
-    /// `Some(status)` once the child has exited (it is then forgotten).
+    /// `Some(status)` once the child has exited (it is then forgotten, and whatever it
+    /// left in its process group is killed).
     fn exited(&self, name: &str) -> Option<std::process::ExitStatus> {
         let mut children = self.lock();
         let (child, _) = children.get_mut(name)?;
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                children.remove(name);
-                Some(status)
-            }
-            _ => None,
+        // Peek without reaping: while the leader is unreaped its group id cannot be reused.
+        if !has_exited(child) {
+            return None;
         }
+        let _ = killpg(group_of(child), Signal::SIGKILL);
+        let status = child.wait().ok();
+        children.remove(name);
+        status
     }
 
     fn started_ms(&self, name: &str) -> Option<u64> {
@@ -103,15 +105,12 @@ impl Processes {
     /// Stops a child's whole process group: SIGTERM, then SIGKILL after the grace.
     async fn stop(&self, name: &str, signal: Signal) {
         let Some((mut child, _)) = self.lock().remove(name) else { return };
-        let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        let group = group_of(&child);
         let _ = killpg(group, signal);
         let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                // The engine may have left children of its own in the group.
-                let _ = killpg(group, Signal::SIGKILL);
-                return;
-            }
+        // Wait for the leader to exit without reaping it, so the group id stays ours
+        // until the rest of the group (an engine's workers) is killed too.
+        while Instant::now() < deadline && !has_exited(&child) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = killpg(group, Signal::SIGKILL);
@@ -134,6 +133,18 @@ impl Processes {
             tracing::warn!(path = %path.display(), %error, "cannot write the local billing record");
         }
     }
+}
+
+/// A child leads its own process group (`process_group(0)`).
+fn group_of(child: &Child) -> Pid {
+    Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX))
+}
+
+/// Whether a child has exited, without reaping it.
+fn has_exited(child: &Child) -> bool {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    matches!(waitid(Id::Pid(group_of(child)), flags), Ok(status) if status != nix::sys::wait::WaitStatus::StillAlive)
 }
 
 /// A port the OS picked, free at the time of asking.
@@ -169,7 +180,9 @@ impl LocalSpot {
     fn command(&self, spec: &ReplicaSpec, port: u16) -> Command {
         match &self.settings.command {
             Some(template) => {
-                let line = template.replace("{model}", &spec.model).replace("{port}", &port.to_string());
+                // The model id comes from config: quoted, so it stays one word for the shell.
+                let model = format!("'{}'", spec.model.replace('\'', "'\\''"));
+                let line = template.replace("{model}", &model).replace("{port}", &port.to_string());
                 let mut command = Command::new("sh");
                 command.arg("-c").arg(ENGINE_WATCHDOG).env("TANDEMN_ENGINE", line);
                 command.env("TANDEMN_PARENT", std::process::id().to_string());
@@ -314,6 +327,9 @@ impl ServerlessProvider for LocalServerless {
     }
 
     async fn status(&self, endpoint: &Endpoint) -> Result<EndpointStatus, ProviderError> {
+        if let Some(status) = self.processes.exited(ENDPOINT) {
+            return Err(ProviderError::new(ErrorKind::Transient, format!("the endpoint process exited ({status})")));
+        }
         self.billing(endpoint).await
     }
 

@@ -21,6 +21,9 @@ use crate::provider::{
 };
 use crate::state_store::{ContainerRow, Phase, ReplicaRow, StateStore, Usage};
 
+/// Failed status calls in a row after which the serverless endpoint is deployed anew.
+const ENDPOINT_FAILURES_BEFORE_REDEPLOY: u32 = 5;
+
 /// What `plan` sees of a replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaView {
@@ -131,6 +134,8 @@ struct Replica {
     handle: ReplicaHandle,
     phase: Phase,
     since_ms: u64,
+    /// Since when the router has seen a ready replica fail its health checks.
+    unready_since: Option<u64>,
 }
 
 /// Timing of the loop.
@@ -141,6 +146,8 @@ pub struct Timing {
     pub probe_timeout: Duration,
     /// How long draining replicas get to finish their streams.
     pub drain_timeout: Duration,
+    /// How long a ready replica may fail the router's health checks before it is replaced.
+    pub unhealthy_timeout: Duration,
 }
 
 impl Default for Timing {
@@ -149,6 +156,7 @@ impl Default for Timing {
             tick: Duration::from_millis(500),
             probe_timeout: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(600),
+            unhealthy_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -164,6 +172,11 @@ pub struct Reconciler {
     http: reqwest::Client,
     replicas: Vec<Replica>,
     endpoint: Option<Endpoint>,
+    /// Deploys of the serverless endpoint so far: keeps container ids of a redeploy apart.
+    endpoint_generation: u64,
+    endpoint_failures: u32,
+    /// Containers as last recorded, to write only what changed.
+    recorded_containers: std::collections::HashMap<u64, Option<u64>>,
     autoscaler: Autoscaler,
     shadow: ServerlessShadow,
     usage: Usage,
@@ -201,6 +214,9 @@ impl Reconciler {
             http: reqwest::Client::new(),
             replicas: Vec::new(),
             endpoint: None,
+            endpoint_generation: 0,
+            endpoint_failures: 0,
+            recorded_containers: std::collections::HashMap::new(),
             autoscaler,
             shadow,
             usage: Usage::default(),
@@ -213,8 +229,12 @@ impl Reconciler {
     }
 
     /// Deploys serverless, then reconciles every tick until `stop` resolves; then drains
-    /// and removes everything it runs.
-    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+    /// and removes everything it runs. `hurry` cuts the drain short.
+    pub async fn run(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+        hurry: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(stop);
         let mut ticks = tokio::time::interval(self.timing.tick);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -224,7 +244,7 @@ impl Reconciler {
                 _ = ticks.tick() => self.tick().await,
             }
         }
-        self.teardown().await;
+        self.teardown(hurry).await;
     }
 
     fn failed(&mut self, what: &str, error: &ProviderError) {
@@ -254,6 +274,7 @@ impl Reconciler {
 
     pub async fn tick(&mut self) {
         let now = now_ms();
+        self.note = None;
         if self.endpoint.is_none() {
             self.deploy_serverless().await;
         }
@@ -287,8 +308,14 @@ impl Reconciler {
             })
             .collect();
         let drain_ms = u64::try_from(self.timing.drain_timeout.as_millis()).unwrap_or(u64::MAX);
-        for action in plan(desired, &views, now, self.backoff.allows(now), drain_ms) {
-            self.apply(action).await;
+        self.replace_unhealthy(&load, now).await;
+        let mut launching = self.backoff.allows(now);
+        for action in plan(desired, &views, now, launching, drain_ms) {
+            if action == Action::Launch && !launching {
+                continue;
+            }
+            // After a failed launch, the rest of this tick's launches wait for the backoff.
+            launching &= self.apply(action).await;
         }
         self.publish();
         let note = self.backoff.note(now_ms()).or_else(|| self.note.clone());
@@ -310,6 +337,7 @@ impl Reconciler {
         };
         match self.serverless.deploy(&spec).await {
             Ok(endpoint) => {
+                self.endpoint_generation += 1;
                 tracing::info!(service = %self.spec.service_name, url = %endpoint.url, "serverless deployed");
                 if let Err(error) = self.store.set_serverless(&self.spec.service_name, &endpoint.url, endpoint.pid) {
                     tracing::warn!(%error, "cannot record the serverless endpoint");
@@ -356,24 +384,76 @@ impl Reconciler {
         let Some(endpoint) = &self.endpoint else { return };
         match self.serverless.status(endpoint).await {
             Ok(status) => {
+                self.endpoint_failures = 0;
                 self.usage.serverless_running = status.running;
                 self.save_containers(&status.containers);
             }
-            Err(error) => self.failed("serverless status", &error),
+            Err(error) => {
+                self.endpoint_failures += 1;
+                self.failed("serverless status", &error);
+                if self.endpoint_failures >= ENDPOINT_FAILURES_BEFORE_REDEPLOY {
+                    // Gone for good: out of the table now, deployed again on the next tick.
+                    if let Some(endpoint) = self.endpoint.take() {
+                        let _ = self.serverless.destroy(&endpoint).await;
+                    }
+                    self.endpoint_failures = 0;
+                    self.usage.serverless_running = 0;
+                    self.publish();
+                }
+            }
         }
     }
 
-    fn save_containers(&self, containers: &[crate::provider::ContainerBill]) {
+    /// Records containers as billed, writing only those that are new or changed. Ids
+    /// are kept apart per deploy of the endpoint.
+    fn save_containers(&mut self, containers: &[crate::provider::ContainerBill]) {
+        let offset = self.endpoint_generation.saturating_sub(1) * 1_000_000;
         let rows: Vec<ContainerRow> = containers
             .iter()
-            .map(|c| ContainerRow { container: c.id, started_at_ms: c.started_ms, stopped_at_ms: c.stopped_ms })
+            .map(|c| ContainerRow {
+                container: offset + c.id,
+                started_at_ms: c.started_ms,
+                stopped_at_ms: c.stopped_ms,
+            })
+            .filter(|row| self.recorded_containers.get(&row.container) != Some(&row.stopped_at_ms))
             .collect();
-        if let Err(error) = self.store.save_containers(&self.spec.service_name, &rows) {
-            tracing::warn!(%error, "cannot record serverless containers");
+        if rows.is_empty() {
+            return;
+        }
+        match self.store.save_containers(&self.spec.service_name, &rows) {
+            Ok(()) => self.recorded_containers.extend(rows.iter().map(|r| (r.container, r.stopped_at_ms))),
+            Err(error) => tracing::warn!(%error, "cannot record serverless containers"),
         }
     }
 
-    async fn apply(&mut self, action: Action) {
+    /// A ready replica the router has seen unhealthy for `unhealthy_timeout` (a hung
+    /// engine whose process still runs) is stopped and recorded failed, so it is replaced.
+    async fn replace_unhealthy(&mut self, load: &tandemn_config::api::LoadSnapshot, now: u64) {
+        let limit = u64::try_from(self.timing.unhealthy_timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut index = 0;
+        while index < self.replicas.len() {
+            let replica = &mut self.replicas[index];
+            let seen = load.backends.iter().find(|b| b.tier == Tier::Spot && b.url == replica.handle.url);
+            let healthy = seen.is_none_or(|b| b.ready);
+            replica.unready_since = match (replica.phase, healthy) {
+                (Phase::Ready, false) => Some(replica.unready_since.unwrap_or(now)),
+                _ => None,
+            };
+            if replica.unready_since.is_some_and(|since| now.saturating_sub(since) >= limit) {
+                let handle = replica.handle.clone();
+                let at_ms = self.spot.terminate(&handle).await.unwrap_or(now);
+                let reason = format!("unhealthy for {:?}; replaced", self.timing.unhealthy_timeout);
+                self.record(index, Phase::Failed, at_ms, Some(&reason));
+                self.replicas.remove(index);
+                self.backoff.failed(at_ms);
+                continue;
+            }
+            index += 1;
+        }
+    }
+
+    /// Carries out one action; false if it failed.
+    async fn apply(&mut self, action: Action) -> bool {
         let index_of = |replicas: &[Replica], id: &str| replicas.iter().position(|r| r.handle.replica == id);
         match action {
             Action::Launch => {
@@ -388,12 +468,18 @@ impl Reconciler {
                 match self.spot.launch(&spec).await {
                     Ok(handle) => {
                         let at = handle.launched_ms;
-                        self.replicas.push(Replica { handle, phase: Phase::Provisioning, since_ms: at });
+                        self.replicas.push(Replica {
+                            handle,
+                            phase: Phase::Provisioning,
+                            since_ms: at,
+                            unready_since: None,
+                        });
                         self.record(self.replicas.len() - 1, Phase::Provisioning, at, None);
                     }
                     Err(error) => {
                         self.backoff.failed(now_ms());
                         self.failed("spot launch", &error);
+                        return false;
                     }
                 }
             }
@@ -408,17 +494,21 @@ impl Reconciler {
                 }
             }
             Action::Terminate(id) => {
-                let Some(index) = index_of(&self.replicas, &id) else { return };
+                let Some(index) = index_of(&self.replicas, &id) else { return true };
                 let handle = self.replicas[index].handle.clone();
                 match self.spot.terminate(&handle).await {
                     Ok(at_ms) => {
                         self.record(index, Phase::Terminated, at_ms, None);
                         self.replicas.remove(index);
                     }
-                    Err(error) => self.failed("spot terminate", &error),
+                    Err(error) => {
+                        self.failed("spot terminate", &error);
+                        return false;
+                    }
                 }
             }
         }
+        true
     }
 
     /// The backends the router should route to now; published only when they change.
@@ -456,35 +546,39 @@ impl Reconciler {
         }
     }
 
-    /// Drains every replica (their streams finish, bounded by the drain timeout), then
-    /// terminates them and removes the serverless endpoint.
-    async fn teardown(&mut self) {
+    /// Drains every ready replica (their streams finish, bounded by the drain timeout or
+    /// cut short by `hurry`), stops the rest at once, then removes the serverless endpoint.
+    async fn teardown(&mut self, hurry: impl std::future::Future<Output = ()>) {
         for index in 0..self.replicas.len() {
             if self.replicas[index].phase == Phase::Ready {
                 self.record(index, Phase::Draining, now_ms(), Some("deployment stopping"));
             }
         }
         self.publish();
-        let deadline = tokio::time::Instant::now() + self.timing.drain_timeout;
-        while tokio::time::Instant::now() < deadline {
-            let load = self.load.snapshot();
-            let busy = load.backends.iter().any(|b| b.tier == Tier::Spot && b.inflight > 0);
-            if !busy {
-                break;
+        // Replicas that serve nothing need no drain.
+        let mut index = 0;
+        while index < self.replicas.len() {
+            if self.replicas[index].phase == Phase::Draining {
+                index += 1;
+            } else {
+                self.stop_replica(index).await;
             }
-            tokio::time::sleep(self.timing.tick.min(Duration::from_millis(100))).await;
         }
-        while let Some(replica) = self.replicas.first() {
-            let handle = replica.handle.clone();
-            let at_ms = match self.spot.terminate(&handle).await {
-                Ok(at_ms) => at_ms,
-                Err(error) => {
-                    self.failed("spot terminate", &error);
-                    now_ms()
-                }
-            };
-            self.record(0, Phase::Terminated, at_ms, Some("deployment stopped"));
-            self.replicas.remove(0);
+        let load = self.load.clone();
+        let drained = async move {
+            while load.snapshot().backends.iter().any(|b| b.tier == Tier::Spot && b.inflight > 0) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let waited = tokio::time::timeout(self.timing.drain_timeout, async {
+            tokio::select! {
+                () = drained => {}
+                () = hurry => tracing::warn!("not waiting for streams to finish"),
+            }
+        });
+        let _ = waited.await;
+        while !self.replicas.is_empty() {
+            self.stop_replica(0).await;
         }
         if let Some(endpoint) = self.endpoint.take() {
             match self.serverless.destroy(&endpoint).await {
@@ -495,10 +589,25 @@ impl Reconciler {
         self.publish();
         self.usage.serverless_running = 0;
         let now = now_ms();
-        let _ = self.store.update_usage(&self.spec.service_name, &self.usage, None, now);
+        let _ = self.store.update_usage(&self.spec.service_name, &self.usage, self.note.as_deref(), now);
         if let Err(error) = self.store.end_run(&self.spec.service_name, now) {
             tracing::warn!(%error, "cannot record the end of the run");
         }
+    }
+
+    /// Terminates a replica at shutdown; one the provider could not stop is recorded
+    /// failed (not terminated), so `status` shows it may still run.
+    async fn stop_replica(&mut self, index: usize) {
+        let handle = self.replicas[index].handle.clone();
+        match self.spot.terminate(&handle).await {
+            Ok(at_ms) => self.record(index, Phase::Terminated, at_ms, Some("deployment stopped")),
+            Err(error) => {
+                self.failed("spot terminate", &error);
+                let detail = format!("could not be terminated: {error}");
+                self.record(index, Phase::Failed, now_ms(), Some(&detail));
+            }
+        }
+        self.replicas.remove(index);
     }
 }
 

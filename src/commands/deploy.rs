@@ -166,23 +166,42 @@ impl BackgroundService for ProvisionerService {
         let taken = self.reconciler.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let Some(reconciler) = taken else { return };
         use tokio::signal::unix::{SignalKind, signal};
-        let (mut interrupt, mut terminate) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-            (Ok(i), Ok(t)) => (i, t),
-            _ => {
-                tracing::error!("cannot listen for Ctrl-C or SIGTERM; stopping");
-                self.done.fire();
-                return;
+        let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        else {
+            tracing::error!("cannot listen for Ctrl-C or SIGTERM; stopping");
+            self.done.fire();
+            return;
+        };
+        // The first Ctrl-C or SIGTERM stops the deployment; a second one skips the drain.
+        let (signals, _) = tokio::sync::watch::channel(0u32);
+        let counter = signals.clone();
+        tokio::spawn(async move {
+            // Pingora's own shutdown counts once; its watch is not listened to after that.
+            let mut watching = true;
+            loop {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                    _ = shutdown.changed(), if watching => watching = false,
+                }
+                counter.send_modify(|n| *n += 1);
+            }
+        });
+        let after = |count: u32| {
+            let mut seen = signals.subscribe();
+            async move {
+                let _ = seen.wait_for(|&n| n >= count).await;
             }
         };
-        let stop = async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-                _ = shutdown.changed() => {}
-            }
-            crate::output::println("\nstopping: draining streams, then removing replicas and serverless…");
+        let stop = after(1);
+        let hurry = after(2);
+        let announce = async {
+            stop.await;
+            crate::output::println(
+                "\nstopping: draining streams, then removing replicas and serverless… (Ctrl-C again: do not wait for streams)",
+            );
         };
-        reconciler.run(stop).await;
+        reconciler.run(announce, hurry).await;
         self.done.fire();
     }
 }
@@ -318,7 +337,11 @@ pub fn summary(spec: &DeploymentSpec) -> String {
             local.spot_boot,
             local.preemptions_per_hour,
             local.cold_start,
-            local.command.as_deref().unwrap_or("the bundled vLLM simulator")
+            // Only the program: the rest of the template may carry a token.
+            local.command.as_deref().and_then(|c| c.split_whitespace().next()).map_or_else(
+                || "the bundled vLLM simulator".to_string(),
+                |program| format!("`{program} …` (local.command)")
+            )
         );
     }
     text

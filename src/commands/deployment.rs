@@ -38,7 +38,17 @@ impl View {
     pub fn cost(&self) -> CostReport {
         let d = &self.deployment;
         let prices = Prices::lookup(Catalog::embedded(), &d.gpu, d.gpu_count, &d.serverless_provider, &d.spots_cloud);
-        CostReport::new(prices, &self.run, &self.replicas, &self.containers, now_ms())
+        CostReport::new(prices, &self.run, &self.replicas, &self.containers, self.billed_until())
+    }
+
+    /// Open records bill up to now while the deployment runs. If its process died without
+    /// closing them, its replicas died with it, so billing ends at its last tick.
+    pub fn billed_until(&self) -> u64 {
+        match self.run.ended_at_ms {
+            Some(ended) => ended,
+            None if self.alive() => now_ms(),
+            None => self.run.updated_at_ms,
+        }
     }
 
     pub fn live_replicas(&self) -> impl Iterator<Item = &ReplicaRow> {

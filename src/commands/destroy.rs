@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, getpgid};
-use tandemn_provisioner::local::now_ms;
 use tandemn_provisioner::state_store::{Phase, ReplicaRow};
 use tandemn_provisioner::{DeploymentStatus, StateStore};
 
@@ -53,7 +52,8 @@ fn destroy(store: &StateStore, name: &str) -> anyhow::Result<()> {
             view.run.pid
         ));
         let pid = Pid::from_raw(i32::try_from(view.run.pid)?);
-        kill(pid, Signal::SIGTERM)?;
+        // It may have stopped on its own just now (ESRCH): then there is nothing to signal.
+        let _ = kill(pid, Signal::SIGTERM);
         let started = Instant::now();
         while process_alive(view.run.pid) {
             if started.elapsed() > STOP_TIMEOUT {
@@ -78,7 +78,10 @@ fn destroy(store: &StateStore, name: &str) -> anyhow::Result<()> {
 /// its records. Returns how many processes were stopped.
 fn clean_up(store: &StateStore, name: &str) -> anyhow::Result<usize> {
     let view = View::load(store, name)?;
-    let now = now_ms();
+    if view.run.ended_at_ms.is_some() {
+        return Ok(0);
+    }
+    let now = view.billed_until();
     let mut stopped = 0;
     let replicas: Vec<&ReplicaRow> = view.live_replicas().collect();
     for replica in replicas {
@@ -90,7 +93,7 @@ fn clean_up(store: &StateStore, name: &str) -> anyhow::Result<usize> {
     if view.run.serverless_pid.is_some_and(stop_group) {
         stopped += 1;
     }
-    if view.run.ended_at_ms.is_none() {
+    {
         let open: Vec<_> = view
             .containers
             .iter()

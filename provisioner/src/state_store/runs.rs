@@ -251,8 +251,9 @@ impl StateStore {
                 "INSERT INTO replicas (service_name, replica, url, pid, phase, launched_at_ms, ended_at_ms, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (service_name, replica) DO UPDATE SET
-                     phase = excluded.phase, ended_at_ms = COALESCE(replicas.ended_at_ms, excluded.ended_at_ms),
-                     detail = COALESCE(excluded.detail, replicas.detail)",
+                     phase = IIF(replicas.ended_at_ms IS NULL, excluded.phase, replicas.phase),
+                     detail = IIF(replicas.ended_at_ms IS NULL, excluded.detail, replicas.detail),
+                     ended_at_ms = COALESCE(replicas.ended_at_ms, excluded.ended_at_ms)",
                 params![
                     service,
                     replica.replica,
@@ -391,12 +392,12 @@ mod tests {
             store.replica_phase("svc", &replica, phase, at, None).unwrap();
         }
         store.replica_phase("svc", &replica, Phase::Preempted, 9_000, Some("killed")).unwrap();
-        // A late report of a final phase does not move the end.
+        // A late report of a final phase changes nothing: the first end stands.
         store.replica_phase("svc", &replica, Phase::Terminated, 9_500, None).unwrap();
         let rows = store.replicas("svc").unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].launched_at_ms, rows[0].ended_at_ms), (2_000, Some(9_000)));
-        assert_eq!(rows[0].detail.as_deref(), Some("killed"));
+        assert_eq!((rows[0].phase, rows[0].detail.as_deref()), (Phase::Preempted, Some("killed")));
         let phases: Vec<_> = store.events("svc").unwrap().into_iter().map(|e| (e.phase, e.at_ms)).collect();
         assert_eq!(
             phases[..4],
