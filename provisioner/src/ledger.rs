@@ -191,6 +191,7 @@ mod tests {
         Run {
             service_name: "svc".into(),
             pid: 1,
+            pid_started: None,
             endpoint: String::new(),
             api_key: None,
             admin_key: String::new(),
@@ -199,6 +200,7 @@ mod tests {
             ended_at_ms: ended,
             serverless_url: None,
             serverless_pid: None,
+            serverless_pid_started: None,
             usage,
             note: None,
         }
@@ -209,6 +211,7 @@ mod tests {
             replica: "spot-1".into(),
             url: String::new(),
             pid: None,
+            pid_started: None,
             phase: Phase::Ready,
             launched_at_ms: launched,
             ended_at_ms: ended,

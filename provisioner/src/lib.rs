@@ -6,6 +6,7 @@ pub mod autoscaler;
 pub mod credentials;
 pub mod ledger;
 pub mod local;
+pub mod process;
 pub mod provider;
 pub mod reconciler;
 pub mod state_store;

@@ -261,6 +261,8 @@ impl Reconciler {
             replica: replica.handle.replica.clone(),
             url: replica.handle.url.clone(),
             pid: replica.handle.pid,
+            // Read once, when the replica is first recorded (later rows keep the first value).
+            pid_started: replica.handle.pid.and_then(crate::process::start_ticks),
             phase,
             launched_at_ms: replica.handle.launched_ms,
             ended_at_ms: None,

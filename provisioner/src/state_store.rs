@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE runs (
         service_name        TEXT PRIMARY KEY,
         pid                 INTEGER NOT NULL,
+        pid_started         INTEGER,
         endpoint            TEXT NOT NULL,
         api_key             TEXT,
         admin_key           TEXT NOT NULL,
@@ -43,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
         ended_at_ms         INTEGER,
         serverless_url      TEXT,
         serverless_pid      INTEGER,
+        serverless_pid_started INTEGER,
         arrived             INTEGER NOT NULL DEFAULT 0,
         spot_requests       INTEGER NOT NULL DEFAULT 0,
         serverless_requests INTEGER NOT NULL DEFAULT 0,
@@ -57,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
         replica        TEXT NOT NULL,
         url            TEXT NOT NULL,
         pid            INTEGER,
+        pid_started    INTEGER,
         phase          TEXT NOT NULL,
         launched_at_ms INTEGER NOT NULL,
         ended_at_ms    INTEGER,

@@ -88,6 +88,7 @@ fn run_local(spec: DeploymentSpec) -> anyhow::Result<()> {
     store.start_run(&Run {
         service_name: spec.service_name.clone(),
         pid: std::process::id(),
+        pid_started: tandemn_provisioner::process::start_ticks(std::process::id()),
         endpoint: endpoint.clone(),
         api_key: generated_key.as_ref().map(|k| k.expose().to_string()),
         admin_key: admin_key.expose().to_string(),
@@ -96,6 +97,7 @@ fn run_local(spec: DeploymentSpec) -> anyhow::Result<()> {
         ended_at_ms: None,
         serverless_url: None,
         serverless_pid: None,
+        serverless_pid_started: None,
         usage: Usage::default(),
         note: None,
     })?;

@@ -1,11 +1,12 @@
 //! What `deploy`, `status`, `cost`, `destroy` and `preempt` share: finding a deployment's
 //! run in the state store, telling whether its process still lives, and its cost.
 
-use nix::sys::signal::kill;
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tandemn_config::Catalog;
 use tandemn_provisioner::ledger::{CostReport, Prices};
 use tandemn_provisioner::local::now_ms;
+use tandemn_provisioner::process::is_running;
 use tandemn_provisioner::state_store::{ContainerRow, Phase, ReplicaRow, Run};
 use tandemn_provisioner::{Deployment, StateStore};
 
@@ -32,7 +33,7 @@ impl View {
 
     /// Whether the deployment's process is still serving.
     pub fn alive(&self) -> bool {
-        self.run.ended_at_ms.is_none() && process_alive(self.run.pid)
+        self.run.ended_at_ms.is_none() && is_running(self.run.pid, self.run.pid_started)
     }
 
     pub fn cost(&self) -> CostReport {
@@ -89,14 +90,11 @@ pub fn split(spot: u64, serverless: u64) -> String {
     format!("{:.0}% spot / {:.0}% serverless ({total} requests)", pct(spot), pct(serverless))
 }
 
-/// Whether a process with this id runs (signal 0 checks without sending). A zombie, dead
-/// but not yet reaped by its parent, does not count.
-pub fn process_alive(pid: u32) -> bool {
-    let exists = i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok());
-    // `/proc/PID/stat` is `PID (name) STATE …`; the name may contain spaces.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-    exists && !zombie
+/// Kills the process group a recorded process leads, if that very process still runs
+/// (a pid reused since is left alone).
+pub fn kill_group(pid: u32, started: Option<u64>, signal: Signal) -> bool {
+    let Ok(raw) = i32::try_from(pid) else { return false };
+    is_running(pid, started) && killpg(Pid::from_raw(raw), signal).is_ok()
 }
 
 /// `12s`, `4m 05s`, `2h 03m`.

@@ -3,13 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::{Pid, getpgid};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tandemn_provisioner::process::is_running;
 use tandemn_provisioner::state_store::{Phase, ReplicaRow};
 use tandemn_provisioner::{DeploymentStatus, StateStore};
 
 use super::UsageError;
-use super::deployment::{View, process_alive};
+use super::deployment::{View, kill_group};
 use crate::cli::DestroyArgs;
 use crate::output::println;
 
@@ -55,10 +56,12 @@ fn destroy(store: &StateStore, name: &str) -> anyhow::Result<()> {
         // It may have stopped on its own just now (ESRCH): then there is nothing to signal.
         let _ = kill(pid, Signal::SIGTERM);
         let started = Instant::now();
-        while process_alive(view.run.pid) {
+        while view.alive() {
             if started.elapsed() > STOP_TIMEOUT {
                 println(&format!("{name}: did not stop within {STOP_TIMEOUT:?}; killing it"));
-                let _ = kill(pid, Signal::SIGKILL);
+                if is_running(view.run.pid, view.run.pid_started) {
+                    let _ = kill(pid, Signal::SIGKILL);
+                }
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -85,12 +88,12 @@ fn clean_up(store: &StateStore, name: &str) -> anyhow::Result<usize> {
     let mut stopped = 0;
     let replicas: Vec<&ReplicaRow> = view.live_replicas().collect();
     for replica in replicas {
-        if replica.pid.is_some_and(stop_group) {
+        if replica.pid.is_some_and(|pid| kill_group(pid, replica.pid_started, Signal::SIGKILL)) {
             stopped += 1;
         }
         store.replica_phase(name, replica, Phase::Terminated, now, Some("cleaned up by destroy"))?;
     }
-    if view.run.serverless_pid.is_some_and(stop_group) {
+    if view.run.serverless_pid.is_some_and(|pid| kill_group(pid, view.run.serverless_pid_started, Signal::SIGKILL)) {
         stopped += 1;
     }
     {
@@ -104,14 +107,4 @@ fn clean_up(store: &StateStore, name: &str) -> anyhow::Result<usize> {
         store.end_run(name, now)?;
     }
     Ok(stopped)
-}
-
-/// Kills a process group that a replica leads (a recycled pid leads no such group).
-fn stop_group(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else { return false };
-    let pid = Pid::from_raw(raw);
-    if getpgid(Some(pid)).ok() != Some(pid) {
-        return false;
-    }
-    killpg(pid, Signal::SIGKILL).is_ok()
 }

@@ -31,7 +31,9 @@ pub fn run(args: &ListArgs) -> anyhow::Result<()> {
         let gpu = if d.gpu_count == 1 { d.gpu.clone() } else { format!("{}x{}", d.gpu_count, d.gpu) };
         // An active deployment whose process died (a crash, a SIGKILL) says so.
         let stale = d.status == DeploymentStatus::Active
-            && store.run(&d.service_name)?.is_some_and(|run| !super::deployment::process_alive(run.pid));
+            && store.run(&d.service_name)?.is_some_and(|run| {
+                run.ended_at_ms.is_none() && !tandemn_provisioner::process::is_running(run.pid, run.pid_started)
+            });
         table.row(vec![
             d.service_name.clone(),
             if stale { "active (not running)".to_string() } else { d.status.as_str().to_string() },

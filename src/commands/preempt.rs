@@ -1,13 +1,12 @@
 //! `tandemn preempt`: kills a local spot replica the way a cloud takes a spot instance
 //! back, to watch the router fail over and the provisioner replace it.
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tandemn_provisioner::StateStore;
 use tandemn_provisioner::state_store::Phase;
 
 use super::UsageError;
-use super::deployment::View;
+use super::deployment::{View, kill_group};
 use crate::cli::PreemptArgs;
 use crate::output::println;
 
@@ -39,7 +38,9 @@ pub fn run(args: &PreemptArgs) -> anyhow::Result<()> {
     let Some(pid) = replica.pid else {
         return Err(UsageError(format!("{} has no local process", replica.replica)).into());
     };
-    killpg(Pid::from_raw(i32::try_from(pid)?), Signal::SIGKILL)?;
+    if !kill_group(pid, replica.pid_started, Signal::SIGKILL) {
+        return Err(UsageError(format!("{} (pid {pid}) is no longer running", replica.replica)).into());
+    }
     println(&format!(
         "preempted {} (pid {pid}, {}); serverless takes its traffic and the provisioner replaces it",
         replica.replica,

@@ -71,6 +71,8 @@ pub struct Usage {
 pub struct Run {
     pub service_name: String,
     pub pid: u32,
+    /// When that process started: a later process with the same pid is not this one.
+    pub pid_started: Option<u64>,
     pub endpoint: String,
     pub api_key: Option<String>,
     pub admin_key: String,
@@ -79,6 +81,7 @@ pub struct Run {
     pub ended_at_ms: Option<u64>,
     pub serverless_url: Option<String>,
     pub serverless_pid: Option<u32>,
+    pub serverless_pid_started: Option<u64>,
     pub usage: Usage,
     /// What the provisioner wants the operator to know (a relaunch backoff, an error).
     pub note: Option<String>,
@@ -89,6 +92,7 @@ pub struct ReplicaRow {
     pub replica: String,
     pub url: String,
     pub pid: Option<u32>,
+    pub pid_started: Option<u64>,
     pub phase: Phase,
     pub launched_at_ms: u64,
     pub ended_at_ms: Option<u64>,
@@ -130,15 +134,17 @@ impl StateStore {
                         .execute(&format!("DELETE FROM {table} WHERE service_name = ?1"), [&run.service_name])?;
                 }
                 self.connection.execute(
-                    "INSERT INTO runs (service_name, pid, endpoint, api_key, admin_key, started_at_ms, updated_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                    "INSERT INTO runs (service_name, pid, endpoint, api_key, admin_key, started_at_ms, updated_at_ms,
+                         pid_started)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
                     params![
                         run.service_name,
                         run.pid,
                         run.endpoint,
                         run.api_key,
                         run.admin_key,
-                        int(run.started_at_ms)
+                        int(run.started_at_ms),
+                        run.pid_started.map(int)
                     ],
                 )?;
                 self.connection.execute_batch("COMMIT")
@@ -150,10 +156,12 @@ impl StateStore {
     }
 
     pub fn set_serverless(&self, service: &str, url: &str, pid: Option<u32>) -> Result<(), StoreError> {
+        let started = pid.and_then(crate::process::start_ticks).map(int);
         self.connection
             .execute(
-                "UPDATE runs SET serverless_url = ?2, serverless_pid = ?3 WHERE service_name = ?1",
-                params![service, url, pid],
+                "UPDATE runs SET serverless_url = ?2, serverless_pid = ?3, serverless_pid_started = ?4
+                 WHERE service_name = ?1",
+                params![service, url, pid, started],
             )
             .map(drop)
             .map_err(self.sqlite())
@@ -203,7 +211,7 @@ impl StateStore {
             .query_row(
                 "SELECT service_name, pid, endpoint, api_key, admin_key, started_at_ms, updated_at_ms, ended_at_ms,
                      serverless_url, serverless_pid, arrived, spot_requests, serverless_requests, pure_serverless_ms,
-                     peak_replicas, desired_replicas, serverless_running, note
+                     peak_replicas, desired_replicas, serverless_running, note, pid_started, serverless_pid_started
                  FROM runs WHERE service_name = ?1",
                 [service],
                 |row| {
@@ -228,6 +236,8 @@ impl StateStore {
                             serverless_running: row.get(16)?,
                         },
                         note: row.get(17)?,
+                        pid_started: row.get::<_, Option<i64>>(18)?.map(uint),
+                        serverless_pid_started: row.get::<_, Option<i64>>(19)?.map(uint),
                     })
                 },
             )
@@ -248,8 +258,9 @@ impl StateStore {
         let ended = phase.is_final().then_some(int(at_ms));
         self.connection
             .execute(
-                "INSERT INTO replicas (service_name, replica, url, pid, phase, launched_at_ms, ended_at_ms, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO replicas (service_name, replica, url, pid, phase, launched_at_ms, ended_at_ms, detail,
+                     pid_started)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (service_name, replica) DO UPDATE SET
                      phase = IIF(replicas.ended_at_ms IS NULL, excluded.phase, replicas.phase),
                      detail = IIF(replicas.ended_at_ms IS NULL, excluded.detail, replicas.detail),
@@ -262,7 +273,8 @@ impl StateStore {
                     phase.as_str(),
                     int(replica.launched_at_ms),
                     ended,
-                    detail
+                    detail,
+                    replica.pid_started.map(int)
                 ],
             )
             .and_then(|_| {
@@ -279,7 +291,7 @@ impl StateStore {
         let mut statement = self
             .connection
             .prepare(
-                "SELECT replica, url, pid, phase, launched_at_ms, ended_at_ms, detail FROM replicas
+                "SELECT replica, url, pid, phase, launched_at_ms, ended_at_ms, detail, pid_started FROM replicas
                  WHERE service_name = ?1 ORDER BY launched_at_ms, replica",
             )
             .map_err(self.sqlite())?;
@@ -293,6 +305,7 @@ impl StateStore {
                 launched_at_ms: uint(row.get(4)?),
                 ended_at_ms: row.get::<_, Option<i64>>(5)?.map(uint),
                 detail: row.get(6)?,
+                pid_started: row.get::<_, Option<i64>>(7)?.map(uint),
             })
         };
         let rows = statement.query_map([service], read).map_err(self.sqlite())?;
@@ -361,6 +374,7 @@ mod tests {
         Run {
             service_name: name.into(),
             pid: 42,
+            pid_started: Some(7),
             endpoint: "http://127.0.0.1:8080".into(),
             api_key: Some("client".into()),
             admin_key: "admin".into(),
@@ -369,6 +383,7 @@ mod tests {
             ended_at_ms: None,
             serverless_url: None,
             serverless_pid: None,
+            serverless_pid_started: None,
             usage: Usage::default(),
             note: None,
         }
@@ -383,6 +398,7 @@ mod tests {
             replica: "spot-1".into(),
             url: "http://127.0.0.1:9".into(),
             pid: Some(7),
+            pid_started: Some(1),
             phase: Phase::Provisioning,
             launched_at_ms: 2_000,
             ended_at_ms: None,
