@@ -100,10 +100,10 @@ pub struct MockVllmArgs {
     /// Runtime worker threads
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Exit when the process that started this one dies, even by SIGKILL (for replicas
-    /// that tandemn runs)
-    #[arg(long)]
-    pub exit_with_parent: bool,
+    /// Exit once PID is no longer this process's parent: when the process that started
+    /// this one dies, even by SIGKILL (tandemn runs its local replicas so)
+    #[arg(long, value_name = "PID")]
+    pub parent_pid: Option<u32>,
 }
 
 impl MockVllmArgs {
@@ -167,8 +167,8 @@ impl MockVllmArgs {
 pub fn mock_vllm(args: &MockVllmArgs) -> Result<(), ToolError> {
     let config = args.config()?;
     raise_file_limit();
-    if args.exit_with_parent {
-        exit_with_parent();
+    if let Some(parent) = args.parent_pid {
+        exit_with_parent(parent);
     }
     runtime(args.threads)?.block_on(async {
         let model = config.served_model_name.clone();
@@ -195,15 +195,15 @@ pub fn mock_vllm(args: &MockVllmArgs) -> Result<(), ToolError> {
 }
 
 /// A watcher thread: when the parent dies the process is re-parented (to init or a
-/// subreaper), and the new parent id is the sign to exit.
-fn exit_with_parent() {
-    let parent = std::os::unix::process::parent_id();
+/// subreaper), and another parent id is the sign to exit. The parent's pid is given, not
+/// read at start, so a parent that died before this process looked is noticed too.
+fn exit_with_parent(parent: u32) {
     std::thread::spawn(move || {
         loop {
-            std::thread::sleep(Duration::from_millis(200));
             if std::os::unix::process::parent_id() != parent {
                 std::process::exit(0);
             }
+            std::thread::sleep(Duration::from_millis(200));
         }
     });
 }

@@ -160,7 +160,7 @@ fn free_port() -> Result<u16, ProviderError> {
 const ENGINE_WATCHDOG: &str = r#"trap 'kill -TERM "$engine" 2>/dev/null' TERM INT
 sh -c "exec $TANDEMN_ENGINE" &
 engine=$!
-while kill -0 "$TANDEMN_PARENT" 2>/dev/null && kill -0 "$engine" 2>/dev/null; do sleep 0.2; done
+while [ "$(cut -d' ' -f4 /proc/$$/stat)" = "$TANDEMN_PARENT" ] && kill -0 "$engine" 2>/dev/null; do sleep 0.2; done
 kill -TERM "$engine" 2>/dev/null
 wait "$engine""#;
 
@@ -190,7 +190,8 @@ impl LocalSpot {
             }
             None => {
                 let mut command = Command::new(&self.processes.exe);
-                command.args(["mock-vllm", "--exit-with-parent", "--threads", "1", "--served-model-name"]);
+                command.args(["mock-vllm", "--threads", "1", "--parent-pid"]).arg(std::process::id().to_string());
+                command.arg("--served-model-name");
                 command.arg(&spec.model).arg("--port").arg(port.to_string());
                 command.arg("--boot-secs").arg(self.settings.spot_boot.as_secs_f64().to_string());
                 command
@@ -304,7 +305,8 @@ impl ServerlessProvider for LocalServerless {
     async fn deploy(&self, spec: &ServerlessSpec) -> Result<Endpoint, ProviderError> {
         let port = free_port()?;
         let mut command = Command::new(&self.processes.exe);
-        command.args(["mock-vllm", "--exit-with-parent", "--threads", "1", "--served-model-name"]);
+        command.args(["mock-vllm", "--threads", "1", "--parent-pid"]).arg(std::process::id().to_string());
+        command.arg("--served-model-name");
         command.arg(&spec.model).arg("--port").arg(port.to_string());
         command.arg("--serverless-containers-max").arg(spec.workers_max.to_string());
         command.arg("--serverless-concurrency").arg(spec.concurrency.to_string());
@@ -424,25 +426,27 @@ mod tests {
 
     #[tokio::test]
     async fn the_watchdog_stops_a_template_engine_when_tandemn_dies() {
-        // A stand-in for tandemn that dies on its own.
-        let mut parent = Command::new("sleep").arg("0.3").spawn().unwrap();
-        let mut watchdog = Command::new("sh")
+        // A stand-in for tandemn: starts the watchdog, prints its pid and dies.
+        let stand_in = format!("sh -c \"$WATCHDOG\" & echo $!; sleep 0.3");
+        let began = Instant::now();
+        // The engine (`sleep 30`) shares stdout, so this returns once it is gone too.
+        let output = Command::new("sh")
             .arg("-c")
-            .arg(ENGINE_WATCHDOG)
+            .arg(format!("TANDEMN_PARENT=$$ exec sh -c '{}'", stand_in.replace('\'', "'\\''")))
+            .env("WATCHDOG", ENGINE_WATCHDOG)
             .env("TANDEMN_ENGINE", "sleep 30")
-            .env("TANDEMN_PARENT", parent.id().to_string())
-            .process_group(0)
-            .spawn()
+            .output()
             .unwrap();
-        parent.wait().unwrap();
-        let mut exited = None;
+        assert!(began.elapsed() < Duration::from_secs(10), "the engine outlived its tandemn");
+        let watchdog: u32 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+        let mut running = true;
         for _ in 0..500 {
-            exited = watchdog.try_wait().unwrap();
-            if exited.is_some() {
+            running = crate::process::start_ticks(watchdog).is_some();
+            if !running {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(exited.is_some(), "the engine was stopped with its parent");
+        assert!(!running, "the watchdog stopped its engine and exited with its parent");
     }
 }

@@ -135,6 +135,12 @@ impl Backend {
         self.state.store(state as u8, Relaxed);
     }
 
+    /// Moves `from` → `to` only if the backend is still in `from` (a publish that marked
+    /// it draining meanwhile wins); true if it moved.
+    pub fn transition(&self, from: BackendState, to: BackendState) -> bool {
+        self.state.compare_exchange(from as u8, to as u8, Relaxed, Relaxed).is_ok()
+    }
+
     pub fn inflight(&self) -> u32 {
         self.stats.inflight.load(Relaxed)
     }

@@ -70,13 +70,13 @@ impl HealthService {
         let failures = &backend.stats.probe_failures;
         if healthy {
             failures.store(0, Relaxed);
-            if backend.state() == BackendState::Down {
+            if backend.transition(BackendState::Down, BackendState::Ready) {
                 tracing::info!(backend = %backend.id, "spot replica is healthy again");
-                backend.set_state(BackendState::Ready);
             }
-        } else if failures.fetch_add(1, Relaxed) + 1 >= DOWN_AFTER && backend.state() == BackendState::Ready {
+        } else if failures.fetch_add(1, Relaxed) + 1 >= DOWN_AFTER
+            && backend.transition(BackendState::Ready, BackendState::Down)
+        {
             tracing::warn!(backend = %backend.id, "spot replica failed its health probes; taking it out");
-            backend.set_state(BackendState::Down);
         }
     }
 

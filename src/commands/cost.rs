@@ -28,6 +28,19 @@ pub fn run(args: &ServiceArgs) -> anyhow::Result<()> {
         cost.prices.spot,
         cost.prices.on_demand
     ));
+    let missing: Vec<&str> =
+        [("spot", cost.prices.spot), ("serverless", cost.prices.serverless), ("on-demand", cost.prices.on_demand)]
+            .into_iter()
+            .filter(|&(_, price)| price <= 0.0)
+            .map(|(name, _)| name)
+            .collect();
+    if !missing.is_empty() {
+        println(&format!(
+            "note: the catalog has no {} price for {}; those rows count it as $0",
+            missing.join(" / "),
+            d.gpu
+        ));
+    }
     println(&format!(
         "Uptime {} · {}\n",
         duration(cost.uptime_secs),
