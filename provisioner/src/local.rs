@@ -206,6 +206,7 @@ impl LocalSpot {
     }
 
     fn end(&self, replica: &str, started_ms: u64, ended_ms: u64) {
+        self.polled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(replica);
         self.processes.bill("spot", replica, started_ms, ended_ms);
     }
 }

@@ -28,6 +28,7 @@ pub fn run(args: &ServiceArgs) -> anyhow::Result<()> {
             "serverless": {"url": view.run.serverless_url, "pid": view.run.serverless_pid, "running_containers": view.run.usage.serverless_running,
                            "containers": view.containers},
             "router": health,
+            "events": store.events(&args.service_name)?,
             "cost": view.cost(),
         });
         println(&serde_json::to_string_pretty(&json)?);
@@ -77,8 +78,29 @@ pub fn run(args: &ServiceArgs) -> anyhow::Result<()> {
         }
         print(&format!("\n{}", table.render()));
     }
+    let events = store.events(&args.service_name)?;
+    if !events.is_empty() {
+        let skipped = events.len().saturating_sub(RECENT_EVENTS);
+        println(&format!(
+            "\nrecent replica events{}:",
+            if skipped > 0 { format!(" (last {RECENT_EVENTS})") } else { String::new() }
+        ));
+        for event in &events[skipped..] {
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(event.at_ms);
+            let detail = event.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+            println(&format!(
+                "  {}  {:<8} {}{detail}",
+                humantime::format_rfc3339_seconds(at),
+                event.replica,
+                event.phase.as_str()
+            ));
+        }
+    }
     Ok(())
 }
+
+/// How many replica events the text output shows.
+const RECENT_EVENTS: usize = 12;
 
 /// `/router/health` of a running deployment, if it answers.
 fn router_health(view: &View) -> Option<serde_json::Value> {
