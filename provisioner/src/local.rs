@@ -428,7 +428,7 @@ mod tests {
     #[tokio::test]
     async fn the_watchdog_stops_a_template_engine_when_tandemn_dies() {
         // A stand-in for tandemn: starts the watchdog, prints its pid and dies.
-        let stand_in = format!("sh -c \"$WATCHDOG\" & echo $!; sleep 0.3");
+        let stand_in = "sh -c \"$WATCHDOG\" & echo $!; sleep 0.3";
         let began = Instant::now();
         // The engine (`sleep 30`) shares stdout, so this returns once it is gone too.
         let output = Command::new("sh")
