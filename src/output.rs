@@ -2,10 +2,12 @@
 
 use std::io::Write;
 
-/// Writes to stdout. A closed pipe (`tandemn list | head`) is not an error worth a panic,
+/// Writes to stdout now. A closed pipe (`tandemn list | head`) is not an error worth a panic,
 /// so write failures are ignored.
 pub fn print(text: &str) {
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    let mut stdout = std::io::stdout().lock();
+    // Flushed: a progress line rewritten in place has no newline to flush it.
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
 }
 
 /// `print` plus a newline.

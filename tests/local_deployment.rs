@@ -47,14 +47,16 @@ impl Deployment {
         let home = tempfile::tempdir().unwrap();
         let config = home.path().join("story.yaml");
         std::fs::write(&config, CONFIG).unwrap();
-        let mut child = tandemn(home.path())
+        let child = tandemn(home.path())
             .args(["deploy", "--config", config.to_str().unwrap()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Owned by the value that kills it on drop before anything can fail.
+        let mut deployment = Deployment { home, child, endpoint: String::new(), api_key: String::new() };
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stdout = child.stdout.take().unwrap();
+        let stdout = deployment.child.stdout.take().unwrap();
         let sink = lines.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -66,8 +68,9 @@ impl Deployment {
             found.map(|line| line.split_whitespace().nth(if name == "api key" { 2 } else { 1 }).unwrap().to_string())
         };
         wait_for("the endpoint and key to be printed", Duration::from_secs(30), || field("api key").is_some());
-        let endpoint = field("endpoint").unwrap().trim_end_matches("/v1").to_string();
-        Deployment { api_key: field("api key").unwrap(), endpoint, child, home }
+        deployment.endpoint = field("endpoint").unwrap().trim_end_matches("/v1").to_string();
+        deployment.api_key = field("api key").unwrap();
+        deployment
     }
 
     fn tandemn(&self, args: &[&str]) -> Value {

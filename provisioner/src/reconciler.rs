@@ -16,7 +16,7 @@ use crate::autoscaler::Autoscaler;
 use crate::ledger::ServerlessShadow;
 use crate::local::now_ms;
 use crate::provider::{
-    Endpoint, ProviderError, ReplicaHandle, ReplicaSpec, ReplicaStatus, ServerlessProvider, ServerlessSpec,
+    Endpoint, ErrorKind, ProviderError, ReplicaHandle, ReplicaSpec, ReplicaStatus, ServerlessProvider, ServerlessSpec,
     SpotProvider,
 };
 use crate::state_store::{ContainerRow, Phase, ReplicaRow, StateStore, Usage};
@@ -107,6 +107,17 @@ impl Backoff {
         self.failures += 1;
         let delay = Self::BASE_MS.saturating_mul(1 << (self.failures - 1).min(10)).min(Self::MAX_MS);
         self.until_ms = now_ms + delay;
+    }
+
+    /// A failed launch: a cloud without capacity is asked again later than usual, and a
+    /// refusal that retrying cannot cure (credentials, a bad request) waits the longest.
+    fn launch_failed(&mut self, kind: ErrorKind, now_ms: u64) {
+        self.failed(now_ms);
+        match kind {
+            ErrorKind::Transient => {}
+            ErrorKind::NoCapacity => self.failed(now_ms),
+            ErrorKind::Auth | ErrorKind::Invalid => self.until_ms = now_ms + Self::MAX_MS,
+        }
     }
 
     fn allows(&self, now_ms: u64) -> bool {
@@ -479,7 +490,7 @@ impl Reconciler {
                         self.record(self.replicas.len() - 1, Phase::Provisioning, at, None);
                     }
                     Err(error) => {
-                        self.backoff.failed(now_ms());
+                        self.backoff.launch_failed(error.kind, now_ms());
                         self.failed("spot launch", &error);
                         return false;
                     }
@@ -676,5 +687,18 @@ mod tests {
         assert_eq!(*delays.last().unwrap(), 60_000);
         assert!(backoff.note(0).unwrap().contains("10 failed"));
         assert!(backoff.allows(60_000));
+    }
+
+    #[test]
+    fn launch_failures_back_off_by_kind() {
+        let delay = |kind| {
+            let mut backoff = Backoff::default();
+            backoff.launch_failed(kind, 0);
+            backoff.until_ms
+        };
+        assert_eq!(delay(ErrorKind::Transient), 1_000);
+        assert_eq!(delay(ErrorKind::NoCapacity), 2_000);
+        assert_eq!(delay(ErrorKind::Auth), 60_000);
+        assert_eq!(delay(ErrorKind::Invalid), 60_000);
     }
 }
