@@ -155,7 +155,7 @@ fn a_local_deployment_tells_the_whole_story() {
     let mut deployment = Deployment::start();
     let target = (deployment.endpoint.clone(), deployment.api_key.clone());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::new();
+    let client = client();
     let sent = AtomicU64::new(0);
     let send = |max_tokens: u32| {
         sent.fetch_add(1, Ordering::Relaxed);
@@ -297,7 +297,7 @@ fn replicas_die_with_a_killed_deployment_and_destroy_closes_its_records() {
     let mut deployment = Deployment::start();
     let target = (deployment.endpoint.clone(), deployment.api_key.clone());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    assert!(runtime.block_on(request(&reqwest::Client::new(), &target, 2)).ok);
+    assert!(runtime.block_on(request(&client(), &target, 2)).ok);
     wait_for("a spot replica process", Duration::from_secs(10), || {
         deployment.status()["replicas"].as_array().unwrap().iter().any(|r| r["pid"].is_u64())
     });
@@ -320,14 +320,18 @@ fn replicas_die_with_a_killed_deployment_and_destroy_closes_its_records() {
     assert!(live_replicas(&status).is_empty(), "{status}");
 }
 
-/// A serverless endpoint that dies is deployed again, and traffic comes back to it.
+/// A serverless endpoint that dies is deployed again, its containers are billed up to its
+/// death, and traffic comes back to the new one.
 #[test]
 fn a_dead_serverless_endpoint_is_deployed_again() {
     let deployment = Deployment::start();
     let target = (deployment.endpoint.clone(), deployment.api_key.clone());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::new();
+    let client = client();
     assert!(runtime.block_on(request(&client, &target, 2)).ok);
+    wait_for("the container to be recorded", Duration::from_secs(5), || {
+        !deployment.status()["serverless"]["containers"].as_array().unwrap().is_empty()
+    });
     let first = deployment.status()["serverless"]["pid"].as_u64().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(first).unwrap()), nix::sys::signal::SIGKILL)
         .unwrap();
@@ -341,4 +345,20 @@ fn a_dead_serverless_endpoint_is_deployed_again() {
         status["router"]["backends"].as_array().unwrap().iter().any(|b| b["tier"] == "serverless" && b["url"] == url)
     });
     assert!(runtime.block_on(request(&client, &target, 2)).ok);
+    // A burst above spot's capacity spills to the new endpoint.
+    let burst: Vec<Outcome> =
+        runtime.block_on(async { futures_util::future::join_all((0..6).map(|_| request(&client, &target, 20))).await });
+    assert!(burst.iter().all(|o| o.ok), "{burst:?}");
+    assert!(burst.iter().any(|o| o.tier == "serverless"), "{burst:?}");
+    let status = deployment.status();
+    let containers = status["serverless"]["containers"].as_array().unwrap();
+    let (old, new): (Vec<&Value>, Vec<&Value>) =
+        containers.iter().partition(|c| c["container"].as_u64().unwrap() < 1_000_000);
+    assert!(!old.is_empty() && !new.is_empty(), "{containers:?}");
+    assert!(old.iter().all(|c| c["stopped_at_ms"].is_u64()), "the dead endpoint's containers are closed: {old:?}");
+}
+
+/// Every request gives up after 30 s: a stuck stream fails the test instead of hanging it.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }

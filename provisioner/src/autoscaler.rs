@@ -102,7 +102,7 @@ impl Autoscaler {
         let (base_at, base_arrived) = base.map_or((sample.at_ms, sample.arrived), |s| (s.at_ms, s.arrived));
         let requests = sample.arrived.saturating_sub(base_arrived);
         // Over the window, or over the longer span a stalled tick left between samples.
-        let span_ms = (sample.at_ms - base_at).max(1000 * self.policy.demand_window);
+        let span_ms = sample.at_ms.saturating_sub(base_at).max(1000 * self.policy.demand_window);
         let rate = requests as f64 * 1000.0 / span_ms as f64;
         let replicas = (rate / self.policy.target_qps).ceil();
         let replicas = if replicas >= f64::from(u32::MAX) { u32::MAX } else { replicas as u32 };

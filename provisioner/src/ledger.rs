@@ -159,6 +159,8 @@ impl ServerlessShadow {
     /// (`busy`: whether any request arrived, however short). Containers the load needed
     /// are billed for the whole interval; idle ones until their window runs out.
     pub fn observe(&mut self, now_ms: u64, peak_inflight: u64, busy: bool) {
+        // The wall clock may step back: time never runs backwards here.
+        let now_ms = now_ms.max(self.last_ms);
         let since = self.last_ms;
         self.last_ms = now_ms;
         let elapsed = now_ms.saturating_sub(since);

@@ -159,6 +159,8 @@ pub struct Timing {
     pub drain_timeout: Duration,
     /// How long a ready replica may fail the router's health checks before it is replaced.
     pub unhealthy_timeout: Duration,
+    /// How long a replica may boot (launch to its first healthy probe) before it is replaced.
+    pub boot_timeout: Duration,
 }
 
 impl Default for Timing {
@@ -168,6 +170,8 @@ impl Default for Timing {
             probe_timeout: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(600),
             unhealthy_timeout: Duration::from_secs(60),
+            // A real engine downloads and loads weights: minutes, not seconds.
+            boot_timeout: Duration::from_secs(1800),
         }
     }
 }
@@ -188,12 +192,16 @@ pub struct Reconciler {
     endpoint_failures: u32,
     /// Containers as last recorded, to write only what changed.
     recorded_containers: std::collections::HashMap<u64, Option<u64>>,
+    container_starts: std::collections::HashMap<u64, u64>,
     autoscaler: Autoscaler,
     shadow: ServerlessShadow,
     usage: Usage,
     backoff: Backoff,
     launched: u32,
     published: Option<Vec<BackendSpec>>,
+    /// Shutting down: every backend drains, so new requests are refused while the
+    /// in-flight ones finish.
+    stopping: bool,
     /// Actions that failed since the start (logged each time).
     errors: u64,
     note: Option<String>,
@@ -228,12 +236,14 @@ impl Reconciler {
             endpoint_generation: 0,
             endpoint_failures: 0,
             recorded_containers: std::collections::HashMap::new(),
+            container_starts: std::collections::HashMap::new(),
             autoscaler,
             shadow,
             usage: Usage::default(),
             backoff: Backoff::default(),
             launched: 0,
             published: None,
+            stopping: false,
             errors: 0,
             note: None,
         }
@@ -320,7 +330,7 @@ impl Reconciler {
                 since_ms: r.since_ms,
             })
             .collect();
-        let drain_ms = u64::try_from(self.timing.drain_timeout.as_millis()).unwrap_or(u64::MAX);
+        let drain_ms = self.ms(self.timing.drain_timeout);
         self.replace_unhealthy(&load, now).await;
         let mut launching = self.backoff.allows(now);
         for action in plan(desired, &views, now, launching, drain_ms) {
@@ -373,6 +383,13 @@ impl Reconciler {
                         self.record(index, Phase::Ready, now_ms(), None);
                         self.backoff = Backoff::default();
                     }
+                    Phase::Booting
+                        if now_ms().saturating_sub(handle.launched_ms) >= self.ms(self.timing.boot_timeout) =>
+                    {
+                        let reason = format!("not ready {:?} after launch", self.timing.boot_timeout);
+                        self.give_up(index, &reason).await;
+                        continue;
+                    }
                     _ => {}
                 },
                 Ok(ReplicaStatus::Preempted { at_ms }) => {
@@ -405,10 +422,14 @@ impl Reconciler {
                 self.endpoint_failures += 1;
                 self.failed("serverless status", &error);
                 if self.endpoint_failures >= ENDPOINT_FAILURES_BEFORE_REDEPLOY {
-                    // Gone for good: out of the table now, deployed again on the next tick.
-                    if let Some(endpoint) = self.endpoint.take() {
-                        let _ = self.serverless.destroy(&endpoint).await;
+                    // Gone for good: out of the table now, deployed again on the next tick. Its
+                    // containers are billed as its provider says, or (if it cannot) up to now.
+                    if let Some(endpoint) = self.endpoint.take()
+                        && let Ok(containers) = self.serverless.destroy(&endpoint).await
+                    {
+                        self.save_containers(&containers);
                     }
+                    self.close_containers(now_ms());
                     self.endpoint_failures = 0;
                     self.usage.serverless_running = 0;
                     self.publish();
@@ -434,15 +455,35 @@ impl Reconciler {
             return;
         }
         match self.store.save_containers(&self.spec.service_name, &rows) {
-            Ok(()) => self.recorded_containers.extend(rows.iter().map(|r| (r.container, r.stopped_at_ms))),
+            Ok(()) => {
+                self.recorded_containers.extend(rows.iter().map(|r| (r.container, r.stopped_at_ms)));
+                self.container_starts.extend(rows.iter().map(|r| (r.container, r.started_at_ms)));
+            }
             Err(error) => tracing::warn!(%error, "cannot record serverless containers"),
         }
+    }
+
+    /// Closes the current endpoint's containers still recorded open, at `at_ms`.
+    fn close_containers(&mut self, at_ms: u64) {
+        let rows: Vec<ContainerRow> = self
+            .recorded_containers
+            .iter()
+            .filter(|&(_, stopped)| stopped.is_none())
+            .filter_map(|(&container, _)| {
+                let started = self.container_starts.get(&container)?;
+                Some(ContainerRow { container, started_at_ms: *started, stopped_at_ms: Some(at_ms.max(*started)) })
+            })
+            .collect();
+        if let Err(error) = self.store.save_containers(&self.spec.service_name, &rows) {
+            tracing::warn!(%error, "cannot record serverless containers");
+        }
+        self.recorded_containers.extend(rows.iter().map(|r| (r.container, r.stopped_at_ms)));
     }
 
     /// A ready replica the router has seen unhealthy for `unhealthy_timeout` (a hung
     /// engine whose process still runs) is stopped and recorded failed, so it is replaced.
     async fn replace_unhealthy(&mut self, load: &tandemn_config::api::LoadSnapshot, now: u64) {
-        let limit = u64::try_from(self.timing.unhealthy_timeout.as_millis()).unwrap_or(u64::MAX);
+        let limit = self.ms(self.timing.unhealthy_timeout);
         let mut index = 0;
         while index < self.replicas.len() {
             let replica = &mut self.replicas[index];
@@ -453,16 +494,29 @@ impl Reconciler {
                 _ => None,
             };
             if replica.unready_since.is_some_and(|since| now.saturating_sub(since) >= limit) {
-                let handle = replica.handle.clone();
-                let at_ms = self.spot.terminate(&handle).await.unwrap_or(now);
-                let reason = format!("unhealthy for {:?}; replaced", self.timing.unhealthy_timeout);
-                self.record(index, Phase::Failed, at_ms, Some(&reason));
-                self.replicas.remove(index);
-                self.backoff.failed(at_ms);
+                let reason = format!("unhealthy for {:?}", self.timing.unhealthy_timeout);
+                self.give_up(index, &reason).await;
                 continue;
             }
             index += 1;
         }
+    }
+
+    fn ms(&self, duration: Duration) -> u64 {
+        u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Stops a replica that will not serve, records it failed and backs off before the
+    /// replacement. One the provider could not stop says so.
+    async fn give_up(&mut self, index: usize, reason: &str) {
+        let handle = self.replicas[index].handle.clone();
+        let (at_ms, detail) = match self.spot.terminate(&handle).await {
+            Ok(at_ms) => (at_ms, format!("{reason}; replaced")),
+            Err(error) => (now_ms(), format!("{reason}; could not be terminated: {error}")),
+        };
+        self.record(index, Phase::Failed, at_ms, Some(&detail));
+        self.replicas.remove(index);
+        self.backoff.failed(at_ms);
     }
 
     /// Carries out one action; false if it failed.
@@ -540,7 +594,7 @@ impl Reconciler {
             url: e.url.clone(),
             capacity: policy.concurrency.saturating_mul(policy.workers_max.max(1)),
             auth: Default::default(),
-            draining: false,
+            draining: self.stopping,
         });
         spot.chain(serverless).collect()
     }
@@ -559,14 +613,16 @@ impl Reconciler {
         }
     }
 
-    /// Drains every ready replica (their streams finish, bounded by the drain timeout or
-    /// cut short by `hurry`), stops the rest at once, then removes the serverless endpoint.
+    /// Drains every backend (new requests are refused; streams on spot and serverless
+    /// finish, bounded by the drain timeout or cut short by `hurry`), stops replicas that
+    /// serve nothing at once, then the rest and the serverless endpoint.
     async fn teardown(&mut self, hurry: impl std::future::Future<Output = ()>) {
         for index in 0..self.replicas.len() {
             if self.replicas[index].phase == Phase::Ready {
                 self.record(index, Phase::Draining, now_ms(), Some("deployment stopping"));
             }
         }
+        self.stopping = true;
         self.publish();
         // Replicas that serve nothing need no drain.
         let mut index = 0;
@@ -579,7 +635,7 @@ impl Reconciler {
         }
         let load = self.load.clone();
         let drained = async move {
-            while load.snapshot().backends.iter().any(|b| b.tier == Tier::Spot && b.inflight > 0) {
+            while load.snapshot().backends.iter().any(|b| b.inflight > 0) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
