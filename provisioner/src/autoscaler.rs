@@ -33,10 +33,6 @@ impl Autoscaler {
         Self { policy, samples: VecDeque::from([Sample { at_ms: now_ms, arrived: 0 }]), desired }
     }
 
-    pub fn desired(&self) -> u32 {
-        self.desired
-    }
-
     /// Records the demand counter at `now_ms` and returns the replica count to run.
     pub fn observe(&mut self, now_ms: u64, arrived: u64) -> u32 {
         self.samples.push_back(Sample { at_ms: now_ms, arrived });
@@ -184,8 +180,7 @@ mod tests {
     fn downscale_waits_for_the_delay_and_scales_to_zero_by_default() {
         let mut scaler = Autoscaler::new(policy(), 0);
         let mut arrived = 0;
-        run(&mut scaler, &mut arrived, 0, 60, 20);
-        assert_eq!(scaler.desired(), 2);
+        assert_eq!(run(&mut scaler, &mut arrived, 0, 60, 20).last().unwrap().1, 2);
         let idle = run(&mut scaler, &mut arrived, 60, 200, 0);
         // The last requests came at 59 s. The 10 s average asks for 1 from 64 s and for
         // nothing from 69 s; each step down waits 30 s.

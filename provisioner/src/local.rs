@@ -47,7 +47,7 @@ struct Processes {
     dir: PathBuf,
     /// The `tandemn` executable that serves `mock-vllm`.
     exe: PathBuf,
-    children: Mutex<HashMap<String, (Child, u64)>>,
+    children: Mutex<HashMap<String, Child>>,
 }
 
 impl Processes {
@@ -57,7 +57,7 @@ impl Processes {
         Ok(Self { dir: dir.to_path_buf(), exe: exe.to_path_buf(), children: Mutex::new(HashMap::new()) })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Child, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Child>> {
         self.children.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -79,7 +79,7 @@ impl Processes {
         let child =
             command.spawn().map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot start {name}: {e}")))?;
         let pid = child.id();
-        self.lock().insert(name.to_string(), (child, now_ms()));
+        self.lock().insert(name.to_string(), child);
         Ok(pid)
     }
 
@@ -87,7 +87,7 @@ impl Processes {
     /// left in its process group is killed).
     fn exited(&self, name: &str) -> Option<std::process::ExitStatus> {
         let mut children = self.lock();
-        let (child, _) = children.get_mut(name)?;
+        let child = children.get_mut(name)?;
         // Peek without reaping: while the leader is unreaped its group id cannot be reused.
         if !has_exited(child) {
             return None;
@@ -98,13 +98,9 @@ impl Processes {
         status
     }
 
-    fn started_ms(&self, name: &str) -> Option<u64> {
-        self.lock().get(name).map(|(_, started)| *started)
-    }
-
     /// Stops a child's whole process group: SIGTERM, then SIGKILL after the grace.
     async fn stop(&self, name: &str, signal: Signal) {
-        let Some((mut child, _)) = self.lock().remove(name) else { return };
+        let Some(mut child) = self.lock().remove(name) else { return };
         let group = group_of(&child);
         let _ = killpg(group, signal);
         let deadline = Instant::now() + STOP_GRACE;
@@ -215,8 +211,9 @@ impl LocalSpot {
 impl SpotProvider for LocalSpot {
     async fn launch(&self, spec: &ReplicaSpec) -> Result<ReplicaHandle, ProviderError> {
         let port = free_port()?;
+        // Billing starts as the process does.
+        let launched_ms = now_ms();
         let pid = self.processes.spawn(&spec.replica, self.command(spec, port))?;
-        let launched_ms = self.processes.started_ms(&spec.replica).unwrap_or_else(now_ms);
         Ok(ReplicaHandle {
             replica: spec.replica.clone(),
             url: format!("http://127.0.0.1:{port}"),
