@@ -27,9 +27,11 @@ const MAX_ADMIN_BODY: usize = 1 << 20;
 pub async fn handle(router: &Router, session: &mut Session) -> Result<(ResponseHeader, Bytes), ProxyError> {
     let path = session.req_header().uri.path().to_string();
     let method = session.req_header().method.clone();
-    let open = path == "/router/health" && router.settings.health_public;
+    let reads_health = path == "/router/health" && method == "GET";
+    let open = reads_health && router.settings.health_public;
     let admin_keys = router.settings.admin_key.iter().cloned().collect::<Vec<_>>();
-    if !open && !client_authorized(session, &admin_keys) {
+    let health_only = reads_health && client_authorized(session, &router.settings.health_keys);
+    if !open && !health_only && !client_authorized(session, &admin_keys) {
         router.metrics.rejected_unauthorized.fetch_add(1, Relaxed);
         return Err(ProxyError::Unauthorized);
     }

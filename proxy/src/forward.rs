@@ -51,9 +51,8 @@ pub async fn run(router: &Router, session: &mut Session, ctx: &mut RequestCtx, b
     let mut last_failure = None;
     let queue_deadline = Instant::now() + settings.queue_timeout;
     let request = session.req_header().clone();
-    if let Some(problem) = unsafe_path(&request) {
-        return Err(ProxyError::BadRequest(problem));
-    }
+    // Checked once against the root; each backend's base path is joined when sent.
+    upstream_target(&request.uri, "").map_err(ProxyError::BadRequest)?;
     for attempt in 1..=settings.max_attempts {
         let pick = loop {
             let picked = select::pick(&table, &tried, router.now_ms(), &mut rand::rng());
@@ -190,7 +189,10 @@ async fn exchange(
 ) -> pingora::Result<ResponseHeader> {
     upstream.set_read_timeout(Some(router.settings.first_byte_timeout));
     upstream.set_write_timeout(Some(router.settings.first_byte_timeout));
-    let request = upstream_request(downstream, backend, body.len(), request_id);
+    // Never silently dropped: a base path that cannot take this target fails the attempt.
+    let target = upstream_target(&downstream.uri, &backend.url.base_path)
+        .or_else(|problem| pingora::Error::e_explain(ErrorType::InvalidHTTPHeader, problem))?;
+    let request = upstream_request(downstream, target, backend, body.len(), request_id);
     upstream.write_request_header(Box::new(request)).await?;
     if !body.is_empty() {
         upstream.write_request_body(body.clone(), true).await?;
@@ -208,18 +210,29 @@ async fn exchange(
     pingora::Error::e_explain(ErrorType::InvalidHTTPHeader, "the upstream sent no final response header")
 }
 
-/// Refuses request targets that could escape the backend's base path or name another
-/// host: only origin-form paths without dot segments are forwarded.
-fn unsafe_path(request: &RequestHeader) -> Option<String> {
-    if request.uri.scheme().is_some() || request.uri.authority().is_some() {
-        return Some("absolute-form request targets are not accepted; send a path".to_string());
+/// The request target the backend gets: the client's origin-form path and query under
+/// the backend's base path. Refuses targets that could escape the base path or name
+/// another host: absolute and authority forms, `*`, paths without a leading `/`, and
+/// `.` or `..` segments (also percent-encoded).
+pub fn upstream_target(uri: &http::Uri, base_path: &str) -> Result<http::Uri, String> {
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return Err("absolute-form request targets are not accepted; send a path".to_string());
     }
-    let path = request.uri.path();
+    let path = uri.path();
+    if !path.starts_with('/') {
+        return Err("the request target must be a path starting with `/`".to_string());
+    }
     let dot_segment = path.split('/').any(|segment| {
         let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
         decoded == "." || decoded == ".."
     });
-    dot_segment.then(|| "the request path must not contain `.` or `..` segments".to_string())
+    if dot_segment {
+        return Err("the request path must not contain `.` or `..` segments".to_string());
+    }
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{base_path}{path_and_query}")
+        .parse()
+        .map_err(|_| "the request target cannot be joined to the backend's base path".to_string())
 }
 
 /// Resolves when the client has gone away; checks every so often, never per chunk.
@@ -276,12 +289,15 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 /// The request as the backend sees it: same method, path and query (under the
 /// backend's base path), minus hop-by-hop headers and the client's credentials, plus
 /// the backend's own credentials.
-fn upstream_request(downstream: &RequestHeader, backend: &Backend, body_len: usize, request_id: &str) -> RequestHeader {
+fn upstream_request(
+    downstream: &RequestHeader,
+    target: http::Uri,
+    backend: &Backend,
+    body_len: usize,
+    request_id: &str,
+) -> RequestHeader {
     let mut request = downstream.clone();
-    // Always origin form under the base path (`unsafe_path` already refused anything else).
-    let path_and_query = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
-    let target = format!("{}{path_and_query}", backend.url.base_path);
-    request.set_uri(target.parse().unwrap_or_else(|_| downstream.uri.clone()));
+    request.set_uri(target);
     request.set_version(pingora::http::Version::HTTP_11);
     for name in connection_listed(&downstream.headers) {
         request.remove_header(&name);

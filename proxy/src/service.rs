@@ -26,6 +26,9 @@ use crate::{admin, forward};
 pub struct RouterSettings {
     pub api_keys: Vec<Secret>,
     pub admin_key: Option<Secret>,
+    /// Keys that open `GET /router/health` and nothing else: what `tandemn status` keeps,
+    /// so the admin key itself is never stored.
+    pub health_keys: Vec<Secret>,
     /// No client auth at all (explicit opt-in).
     pub public: bool,
     /// `/router/health` without the admin key.
@@ -249,7 +252,8 @@ fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// `Authorization: Bearer <key>` or `x-api-key: <key>`, compared in constant time.
+/// `Authorization: Bearer <key>` or `x-api-key: <key>`, compared in constant time. An
+/// empty token never matches, whatever the keys are.
 pub fn client_authorized(session: &Session, keys: &[Secret]) -> bool {
     let headers = &session.req_header().headers;
     let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| {
@@ -257,7 +261,11 @@ pub fn client_authorized(session: &Session, keys: &[Secret]) -> bool {
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
     let presented = bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-    presented.is_some_and(|token| keys.iter().fold(false, |found, key| found | constant_time_eq(token, key.expose())))
+    presented.map(str::trim).filter(|token| !token.is_empty()).is_some_and(|token| {
+        keys.iter()
+            .filter(|key| !key.expose().trim().is_empty())
+            .fold(false, |found, key| found | constant_time_eq(token, key.expose()))
+    })
 }
 
 /// Compares without leaking where the first difference is.

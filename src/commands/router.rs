@@ -100,6 +100,7 @@ pub fn settings(config: &RouterConfig, api_keys: Vec<Secret>, admin_key: Secret,
     RouterSettings {
         api_keys,
         admin_key: Some(admin_key),
+        health_keys: Vec::new(),
         public,
         health_public: config.health_public,
         connect_timeout: config.connect_timeout,

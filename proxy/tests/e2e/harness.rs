@@ -18,6 +18,7 @@ pub fn settings() -> RouterSettings {
     RouterSettings {
         api_keys: vec![Secret::new(CLIENT_KEY), Secret::new("client-key-2")],
         admin_key: Some(Secret::new(ADMIN_KEY)),
+        health_keys: Vec::new(),
         public: false,
         health_public: false,
         connect_timeout: Duration::from_secs(2),
