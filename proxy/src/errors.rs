@@ -31,6 +31,8 @@ pub enum ProxyError {
     MethodNotAllowed,
     #[error("the request body did not arrive in time")]
     RequestTimeout,
+    #[error("the router is shutting down; retry shortly")]
+    ShuttingDown,
     /// The upstream failed after the response started; the connection is closed so the
     /// client cannot take a truncated body for a whole one.
     #[error("the upstream failed after the response started")]
@@ -52,6 +54,7 @@ impl ProxyError {
             ProxyError::NotFound => (404, "not_found", None),
             ProxyError::MethodNotAllowed => (405, "method_not_allowed", None),
             ProxyError::RequestTimeout => (408, "request_timeout", None),
+            ProxyError::ShuttingDown => (503, "shutting_down", Some(1)),
             ProxyError::BrokenResponse => (502, "upstream_failed_mid_response", None),
         }
     }

@@ -51,8 +51,8 @@ pub async fn run(router: &Router, session: &mut Session, ctx: &mut RequestCtx, b
     let mut last_failure = None;
     let queue_deadline = Instant::now() + settings.queue_timeout;
     let request = session.req_header().clone();
-    // Checked once against the root; each backend's base path is joined when sent.
-    upstream_target(&request.uri, "").map_err(ProxyError::BadRequest)?;
+    // Checked once at the root; each backend's base path is joined when sent.
+    upstream_target(request.raw_path(), "").map_err(ProxyError::BadRequest)?;
     for attempt in 1..=settings.max_attempts {
         let pick = loop {
             let picked = select::pick(&table, &tried, router.now_ms(), &mut rand::rng());
@@ -156,17 +156,22 @@ async fn send(
         timeout: matches!(e.etype(), ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout),
         detail: e.to_string(),
     };
-    // A pooled connection the backend closed while idle fails at once; that says nothing
-    // about the backend, so the exchange is tried again on another connection.
-    let mut tries_left = 2;
+    // A pooled connection the backend closed while idle is skipped before anything is
+    // written. Once request bytes went out the exchange is never repeated on this
+    // backend: the backend may have read the request, and a repeated POST is a second,
+    // billed generation. Only a write that failed at once (the backend had already
+    // reset the connection, so it read nothing) is tried again on a new connection.
+    let mut tries_left = 4;
     let (upstream, header) = loop {
         let (mut upstream, reused) = router.connector.get_http_session(&peer).await.map_err(transport)?;
+        if reused && upstream_closed(&upstream) && tries_left > 1 {
+            tries_left -= 1;
+            continue;
+        }
         match exchange(router, &mut upstream, downstream, backend, body, request_id).await {
             Ok(header) => break (upstream, header),
-            Err(error) if reused && tries_left > 1 && !matches!(error.etype(), ErrorType::ReadTimedout) => {
-                tries_left -= 1;
-            }
-            Err(error) => return Err(transport(error)),
+            Err(Exchange::NothingSent(_)) if reused && tries_left > 1 => tries_left -= 1,
+            Err(Exchange::NothingSent(error) | Exchange::Sent(error)) => return Err(transport(error)),
         }
     };
     let status = header.status.as_u16();
@@ -174,6 +179,23 @@ async fn send(
         return Err(AttemptFailure::Status(status));
     }
     Ok((upstream, peer, header))
+}
+
+/// How an exchange failed: before any request byte reached the connection, or after.
+enum Exchange {
+    NothingSent(pingora::BError),
+    Sent(pingora::BError),
+}
+
+/// Whether the backend already closed a pooled connection (its FIN or reset arrived).
+fn upstream_closed(upstream: &HttpSession) -> bool {
+    const TCP_CLOSE: u8 = 7;
+    const TCP_CLOSE_WAIT: u8 = 8;
+    upstream
+        .digest()
+        .and_then(|digest| digest.socket_digest.as_ref())
+        .and_then(|socket| socket.tcp_info())
+        .is_some_and(|info| matches!(info.tcpi_state, TCP_CLOSE | TCP_CLOSE_WAIT))
 }
 
 /// Writes the request and reads the final response header (informational 1xx headers
@@ -186,43 +208,46 @@ async fn exchange(
     backend: &Backend,
     body: &Bytes,
     request_id: &str,
-) -> pingora::Result<ResponseHeader> {
+) -> Result<ResponseHeader, Exchange> {
     upstream.set_read_timeout(Some(router.settings.first_byte_timeout));
     upstream.set_write_timeout(Some(router.settings.first_byte_timeout));
     // Never silently dropped: a base path that cannot take this target fails the attempt.
-    let target = upstream_target(&downstream.uri, &backend.url.base_path)
-        .or_else(|problem| pingora::Error::e_explain(ErrorType::InvalidHTTPHeader, problem))?;
+    let target = upstream_target(downstream.raw_path(), &backend.url.base_path)
+        .map_err(|problem| Exchange::NothingSent(pingora::Error::explain(ErrorType::InvalidHTTPHeader, problem)))?;
     let request = upstream_request(downstream, target, backend, body.len(), request_id);
-    upstream.write_request_header(Box::new(request)).await?;
-    if !body.is_empty() {
-        upstream.write_request_body(body.clone(), true).await?;
-    }
-    upstream.finish_request_body().await?;
-    for _ in 0..8 {
-        upstream.read_response_header().await?;
-        let header = upstream.response_header().cloned();
-        match header {
-            Some(header) if header.status.is_informational() => continue,
-            Some(header) => return Ok(header),
-            None => break,
+    upstream.write_request_header(Box::new(request)).await.map_err(Exchange::NothingSent)?;
+    let sent = async {
+        if !body.is_empty() {
+            upstream.write_request_body(body.clone(), true).await?;
         }
-    }
-    pingora::Error::e_explain(ErrorType::InvalidHTTPHeader, "the upstream sent no final response header")
+        upstream.finish_request_body().await?;
+        for _ in 0..8 {
+            upstream.read_response_header().await?;
+            let header = upstream.response_header().cloned();
+            match header {
+                Some(header) if header.status.is_informational() => continue,
+                Some(header) => return Ok(header),
+                None => break,
+            }
+        }
+        pingora::Error::e_explain(ErrorType::InvalidHTTPHeader, "the upstream sent no final response header")
+    };
+    sent.await.map_err(Exchange::Sent)
 }
 
 /// The request target the backend gets: the client's origin-form path and query under
-/// the backend's base path. Refuses targets that could escape the base path or name
-/// another host: absolute and authority forms, `*`, paths without a leading `/`, and
-/// `.` or `..` segments (also percent-encoded).
-pub fn upstream_target(uri: &http::Uri, base_path: &str) -> Result<http::Uri, String> {
-    if uri.scheme().is_some() || uri.authority().is_some() {
-        return Err("absolute-form request targets are not accepted; send a path".to_string());
-    }
-    let path = uri.path();
-    if !path.starts_with('/') {
+/// the backend's base path. `raw_target` is the target as the client sent it (Pingora's
+/// URI holds only part of absolute and other forms). Refuses anything but origin form
+/// (`*`, absolute and authority forms, paths without a leading `/`), targets that are not
+/// UTF-8 or not a valid URI, and `.` or `..` segments (also percent-encoded), which could
+/// climb out of the base path.
+pub fn upstream_target(raw_target: &[u8], base_path: &str) -> Result<http::Uri, String> {
+    if !raw_target.starts_with(b"/") {
         return Err("the request target must be a path starting with `/`".to_string());
     }
-    let dot_segment = path.split('/').any(|segment| {
+    let target = std::str::from_utf8(raw_target).map_err(|_| "the request target is not UTF-8".to_string())?;
+    let uri: http::Uri = target.parse().map_err(|_| "the request target is not a valid path".to_string())?;
+    let dot_segment = uri.path().split('/').any(|segment| {
         let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
         decoded == "." || decoded == ".."
     });
@@ -237,9 +262,10 @@ pub fn upstream_target(uri: &http::Uri, base_path: &str) -> Result<http::Uri, St
 
 /// Resolves when the client has gone away; checks every so often, never per chunk.
 async fn client_leaves(session: &mut Session) {
+    let mut probed = false;
     loop {
         tokio::time::sleep(CLIENT_CHECK_AFTER).await;
-        if client_gone(session).await {
+        if client_gone(session, &mut probed).await {
             return;
         }
     }
@@ -392,6 +418,7 @@ async fn stream(
     let mut broken = false;
     let mut pending = None;
     let mut last_data = Instant::now();
+    let mut probed = true; // the response has started: no probe, writes tell
     // One timer for the whole stream (not one per chunk): it ticks while the stream lasts,
     // and a tick only matters once the upstream has been quiet that long.
     let mut quiet_check = tokio::time::interval(CLIENT_CHECK_AFTER);
@@ -420,8 +447,11 @@ async fn stream(
                 last_data = Instant::now();
                 usage.scan(&bytes);
                 // End the response with its last bytes: a keep-alive client may send its
-                // next request the moment it has them.
-                finished = upstream.response_done();
+                // next request the moment it has them. A read error already waiting (a
+                // body shorter than its length) is not an end, whatever Pingora's body
+                // state says.
+                let failed_next = matches!(pending, Some(Step::Upstream(Err(_))));
+                finished = upstream.response_done() && !failed_next;
                 if session.write_response_body(Some(bytes), finished).await.is_err() {
                     router.metrics.client_aborts.fetch_add(1, Relaxed);
                     ctx.error = Some("client_gone");
@@ -444,7 +474,7 @@ async fn stream(
                 break;
             }
             Step::Quiet => {
-                if client_gone(session).await {
+                if client_gone(session, &mut probed).await {
                     router.metrics.client_aborts.fetch_add(1, Relaxed);
                     ctx.error = Some("client_gone");
                     break;
@@ -478,6 +508,7 @@ async fn fail_mid_stream(
     why: &str,
 ) -> bool {
     router.metrics.stream_errors.fetch_add(1, Relaxed);
+    router.metrics.upstream_failures.fetch_add(1, Relaxed);
     ctx.error = Some("upstream_failed_mid_stream");
     tracing::warn!(backend = %backend.id, why, "upstream failed after the first byte");
     if event_stream {
@@ -524,9 +555,66 @@ const CLIENT_CHECK_AFTER: Duration = Duration::from_millis(250);
 const POOL_IDLE: Duration = Duration::from_secs(4);
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One look at the client connection: closed (or sending junk mid-response) means gone.
-async fn client_gone(session: &mut Session) -> bool {
+/// One look at the client connection that consumes no request bytes: a pipelined next
+/// request is kept for its turn (Pingora stashes it) and a client that only half-closed
+/// still gets its answer. After a FIN the router cannot tell a half-close from a close
+/// by reading, so before the response starts it sends one `100 Continue` (HTTP/1.1
+/// clients must skip 1xx responses): a closed socket answers it with a reset, which the
+/// next look sees in the TCP state.
+async fn client_gone(session: &mut Session, probed: &mut bool) -> bool {
     use futures_util::FutureExt;
-    // The request body was read in full, so any readiness here is a close or an error.
-    matches!(session.read_body_or_idle(true).now_or_never(), Some(Ok(None) | Err(_)))
+    let half_closed = |session: &Session| session.as_http1().is_some_and(|h1| h1.is_half_closed());
+    if !half_closed(session) && matches!(session.read_body_or_idle(true).now_or_never(), Some(Err(_))) {
+        return true;
+    }
+    if !half_closed(session) {
+        return false;
+    }
+    if socket_reset(session) {
+        return true;
+    }
+    let http11 = session.req_header().version == pingora::http::Version::HTTP_11;
+    if !*probed && http11 && session.response_written().is_none() {
+        *probed = true;
+        return session.write_continue_response().await.is_err();
+    }
+    false
+}
+
+/// The client's socket was reset (TCP state CLOSE): nobody reads what is sent.
+fn socket_reset(session: &Session) -> bool {
+    const TCP_CLOSE: u8 = 7;
+    session
+        .digest()
+        .and_then(|digest| digest.socket_digest.as_ref())
+        .and_then(|socket| socket.tcp_info())
+        .is_some_and(|info| info.tcpi_state == TCP_CLOSE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_origin_form_targets_under_the_base_path_are_forwarded() {
+        let joined = upstream_target(b"/v1/chat/completions?x=1", "/v2/abc/openai").unwrap();
+        assert_eq!(joined.to_string(), "/v2/abc/openai/v1/chat/completions?x=1");
+        assert_eq!(upstream_target(b"/", "").unwrap().to_string(), "/");
+        for bad in [
+            &b"*"[..],
+            b"v1/models",
+            b"http://elsewhere/v1/models",
+            b"elsewhere:443",
+            b"/v1/../admin",
+            b"/v1/%2E%2e/admin",
+            b"/./v1",
+            b"/v1/\xff",
+            b"/v1 /x",
+            b"",
+        ] {
+            assert!(upstream_target(bad, "/base").is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(upstream_target(b"/v1/\xff", "").is_err());
+        assert!(upstream_target(&[b'/', 0xff], "").is_err(), "not UTF-8");
+    }
 }

@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod connection;
 pub mod errors;
 pub mod forward;
 pub mod health;

@@ -9,6 +9,9 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 
+use pingora::services::listening::Service;
+
+use crate::connection::{self, RouterApp};
 use crate::health::HealthService;
 use crate::service::{Router, RouterService};
 
@@ -37,7 +40,20 @@ impl ServerSettings {
     }
 }
 
+/// The server: the router behind the connection guard, plus the health prober. Raises
+/// the open-file limit first, and lowers `max_connections` to what the limit can hold.
 pub fn build(router: Arc<Router>, settings: &ServerSettings) -> Server {
+    if let Some(fd_limit) = connection::raise_fd_limit() {
+        let fits = connection::connections_for(fd_limit).max(1);
+        if fits < router.connections.limit() {
+            tracing::warn!(
+                fd_limit,
+                max_connections = fits,
+                "the open-file limit holds fewer connections than router.max_connections; using fewer"
+            );
+            router.connections.set_limit(fits);
+        }
+    }
     let conf = ServerConf {
         threads: settings.threads,
         // Pingora waits 300 s by default; streams get the configured grace instead.
@@ -48,9 +64,12 @@ pub fn build(router: Arc<Router>, settings: &ServerSettings) -> Server {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, RouterService(router.clone()));
-    proxy.add_tcp(&settings.listen.to_string());
-    server.add_service(proxy);
+    let mut proxy = pingora_proxy::http_proxy(&server.configuration, RouterService(router.clone()));
+    proxy.handle_init_modules();
+    let app = RouterApp { proxy: Arc::new(proxy), router: router.clone() };
+    let mut service = Service::new("router".to_string(), app);
+    service.add_tcp(&settings.listen.to_string());
+    server.add_service(service);
     let health = HealthService { router, interval: settings.probe_interval, timeout: settings.probe_timeout };
     server.add_service(background_service("spot health", health));
     server
@@ -76,5 +95,63 @@ impl ShutdownSignalWatch for ManualShutdown {
     async fn recv(&self) -> ShutdownSignal {
         self.0.notified().await;
         ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Signals for a router that runs alone: SIGTERM (and SIGQUIT) refuse new requests,
+/// wait for the ones in flight (at most `grace`), then exit at once; SIGINT exits at once;
+/// SIGHUP is only logged (a router with a config file reloads on it elsewhere).
+pub struct SignalShutdown {
+    pub router: Arc<Router>,
+    pub grace: Duration,
+}
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for SignalShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{SignalKind, signal};
+        let signals = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::quit()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        );
+        let (Ok(mut terminate), Ok(mut quit), Ok(mut interrupt), Ok(mut hangup)) = signals else {
+            tracing::error!("cannot listen for signals; stopping");
+            return ShutdownSignal::FastShutdown;
+        };
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => return ShutdownSignal::FastShutdown,
+                _ = terminate.recv() => break,
+                _ = quit.recv() => break,
+                _ = hangup.recv() => tracing::info!("SIGHUP: nothing to reload without --config; still serving"),
+            }
+        }
+        drain(&self.router, self.grace, async {
+            let _ = interrupt.recv().await;
+        })
+        .await;
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// Refuses new requests and waits until none is in flight, `grace` has passed, or
+/// `hurry` resolves (a second signal).
+pub async fn drain(router: &Router, grace: Duration, hurry: impl std::future::Future<Output = ()>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    router.draining.store(true, Relaxed);
+    let inflight = router.metrics.inflight.load(Relaxed);
+    tracing::info!(inflight, "stopping: new requests are refused; waiting for the ones in flight");
+    let settled = async {
+        while router.metrics.inflight.load(Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        () = settled => tracing::info!("no request in flight; exiting"),
+        () = tokio::time::sleep(grace) => tracing::warn!(
+            inflight = router.metrics.inflight.load(Relaxed), ?grace, "grace period over; cutting what is still in flight"),
+        () = hurry => tracing::warn!("second signal; not waiting for requests in flight"),
     }
 }

@@ -4,7 +4,7 @@
 //! of a request body and cannot retry on an upstream status (see ARCHITECTURE.md).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -16,6 +16,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tandemn_config::api::{BackendLoad, BackendSpec, LoadSnapshot, LoadSource, RouteSink, Secret};
 
 use crate::backend::BackendState;
+use crate::connection::{self, ConnectionStats};
 use crate::errors::ProxyError;
 use crate::metrics::Metrics;
 use crate::routing::RoutingState;
@@ -40,6 +41,15 @@ pub struct RouterSettings {
     pub max_concurrent_requests: u64,
     pub queue_timeout: Duration,
     pub max_attempts: u32,
+    /// How long an idle keep-alive client connection is kept between requests.
+    pub keepalive_timeout: Duration,
+    /// The total time a request head may take to arrive, from its first byte.
+    pub header_timeout: Duration,
+    /// The longest a write to a client may stall: a client that stops reading is
+    /// dropped, which frees its backend slot and cancels the upstream request.
+    pub write_timeout: Duration,
+    /// Open client connections; more are answered 503 and closed.
+    pub max_connections: u64,
 }
 
 /// Everything the router shares between requests, the admin API and background work.
@@ -51,6 +61,9 @@ pub struct Router {
     pub started: Instant,
     /// Milliseconds spot was ready, counted by the health service.
     pub spot_ready_ms: AtomicU64,
+    pub connections: ConnectionStats,
+    /// Shutting down: new requests are refused while the ones in flight finish.
+    pub draining: AtomicBool,
 }
 
 impl Router {
@@ -59,11 +72,13 @@ impl Router {
         options.keepalive_pool_size = 4096;
         Self {
             state,
+            connections: ConnectionStats::new(settings.max_connections),
             settings,
             metrics: Metrics::default(),
             connector: Connector::new(Some(options)),
             started: Instant::now(),
             spot_ready_ms: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -142,6 +157,10 @@ impl ProxyHttp for RouterService {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let router = &self.0;
         ctx.started = Some(Instant::now());
+        if let Some(connection) = connection::state_of(&session.downstream_session) {
+            connection.head_complete();
+        }
+        configure_downstream(session, &router.settings);
         ctx.request_id = session
             .req_header()
             .headers
@@ -156,13 +175,21 @@ impl ProxyHttp for RouterService {
         }
         if !router.settings.public && !client_authorized(session, &router.settings.api_keys) {
             router.metrics.rejected_unauthorized.fetch_add(1, Relaxed);
-            return reject(session, ctx, ProxyError::Unauthorized).await;
+            return respond(session, ctx, Err(ProxyError::Unauthorized)).await;
+        }
+        if router.draining.load(Relaxed) {
+            return respond(session, ctx, Err(ProxyError::ShuttingDown)).await;
         }
         router.metrics.arrived.fetch_add(1, Relaxed);
         let Some(_admitted) = Admission::enter(&router.metrics, router.settings.max_concurrent_requests) else {
             router.metrics.rejected_overloaded.fetch_add(1, Relaxed);
-            return reject(session, ctx, ProxyError::Overloaded).await;
+            return respond(session, ctx, Err(ProxyError::Overloaded)).await;
         };
+        if expects_continue(session) && session.write_continue_response().await.is_err() {
+            router.metrics.client_aborts.fetch_add(1, Relaxed);
+            ctx.error = Some("client_gone");
+            return Ok(true);
+        }
         // A slow sender must not hold an admission place for long.
         let reading =
             tokio::time::timeout(router.settings.idle_timeout, read_body(session, router.settings.max_body_bytes));
@@ -172,7 +199,7 @@ impl ProxyHttp for RouterService {
                 if matches!(error, ProxyError::BodyTooLarge { .. }) {
                     router.metrics.rejected_too_large.fetch_add(1, Relaxed);
                 }
-                return reject(session, ctx, error).await;
+                return respond(session, ctx, Err(error)).await;
             }
         };
         match forward::run(router, session, ctx, body).await {
@@ -185,7 +212,7 @@ impl ProxyHttp for RouterService {
                 if matches!(error, ProxyError::NoCapacity | ProxyError::NoBackends) {
                     router.metrics.rejected_no_capacity.fetch_add(1, Relaxed);
                 }
-                reject(session, ctx, error).await
+                respond(session, ctx, Err(error)).await
             }
         }
     }
@@ -210,6 +237,9 @@ impl ProxyHttp for RouterService {
     }
 
     async fn logging(&self, session: &mut Session, _error: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+        if let Some(connection) = connection::state_of(&session.downstream_session) {
+            connection.request_done();
+        }
         let elapsed = ctx.started.map_or(Duration::ZERO, |s| s.elapsed());
         tracing::info!(
             target: "tandemn::access",
@@ -246,6 +276,32 @@ impl Drop for Admission<'_> {
     fn drop(&mut self) {
         self.inflight.fetch_sub(1, Relaxed);
     }
+}
+
+/// Per-request settings of the client connection (Pingora resets some per request).
+fn configure_downstream(session: &mut Session, settings: &RouterSettings) {
+    // Pingora keeps an HTTP/1.1 connection forever unless told a timeout.
+    if session.get_keepalive().is_some() {
+        session.set_keepalive(Some(settings.keepalive_timeout.as_secs().max(1)));
+    }
+    session.set_write_timeout(Some(settings.write_timeout));
+    // Requests sent before the previous answer wait their turn in Pingora's buffer.
+    session.set_pipelining_enabled(true);
+    // A client that half-closes after its request still gets the answer; one that is
+    // really gone is noticed by `forward::client_gone`.
+    session.set_abort_on_close(false);
+}
+
+/// `Expect: 100-continue` on HTTP/1.1: the client waits (curl: 1 s) for a go-ahead
+/// before it sends the body.
+fn expects_continue(session: &Session) -> bool {
+    let header = session.req_header();
+    header.version == pingora::http::Version::HTTP_11
+        && header
+            .headers
+            .get_all("expect")
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("100-continue")))
 }
 
 fn new_request_id() -> String {
@@ -299,12 +355,6 @@ async fn read_body(session: &mut Session, limit: u64) -> std::result::Result<Byt
     }
 }
 
-async fn reject(session: &mut Session, ctx: &mut RequestCtx, error: ProxyError) -> Result<bool> {
-    // The request body may be unread (or endless): do not let Pingora drain it for keep-alive.
-    session.set_keepalive(None);
-    respond(session, ctx, Err(error)).await
-}
-
 /// Writes a response the router made itself (an admin answer or an error).
 async fn respond(
     session: &mut Session,
@@ -314,6 +364,9 @@ async fn respond(
     let (header, body) = match outcome {
         Ok(answer) => answer,
         Err(error) => {
+            // After a refusal (a failed key above all) the client gets no second try on
+            // this connection, and an unread body is not drained.
+            session.set_keepalive(None);
             ctx.error = Some(error.parts().1);
             error.response(&ctx.request_id)
         }

@@ -110,6 +110,11 @@ pub fn settings(config: &RouterConfig, api_keys: Vec<Secret>, admin_key: Secret,
         max_concurrent_requests: u64::from(config.max_concurrent_requests),
         queue_timeout: config.queue_timeout,
         max_attempts: config.max_attempts,
+        // Wired to router.* keys with the config change; these are their defaults.
+        keepalive_timeout: Duration::from_secs(60),
+        header_timeout: Duration::from_secs(10),
+        write_timeout: Duration::from_secs(30),
+        max_connections: 10_000,
     }
 }
 

@@ -28,6 +28,10 @@ pub fn settings() -> RouterSettings {
         max_concurrent_requests: 1024,
         queue_timeout: Duration::from_millis(500),
         max_attempts: 3,
+        keepalive_timeout: Duration::from_secs(60),
+        header_timeout: Duration::from_secs(10),
+        write_timeout: Duration::from_secs(30),
+        max_connections: 10_000,
     }
 }
 
@@ -38,6 +42,7 @@ pub fn spec(tier: Tier, mock: &MockVllm, capacity: u32) -> BackendSpec {
 /// The router, running until dropped.
 pub struct TestRouter {
     pub url: String,
+    pub router: Arc<Router>,
     shutdown: ManualShutdown,
     thread: Option<JoinHandle<()>>,
 }
@@ -58,13 +63,20 @@ impl TestRouter {
         let signal = shutdown.clone();
         let thread = std::thread::spawn(move || server::run(server, Box::new(signal)));
         wait_until_listening(listen);
-        Self { url: format!("http://{listen}"), shutdown, thread: Some(thread) }
+        Self { url: format!("http://{listen}"), router, shutdown, thread: Some(thread) }
     }
 
     /// Starts a graceful shutdown, as SIGTERM would: no new connections, in-flight
     /// requests finish within the grace period.
     pub fn begin_shutdown(&self) {
         self.shutdown.fire();
+    }
+
+    /// Starts draining as SIGTERM does (new requests refused); resolves once nothing is
+    /// in flight or `grace` has passed.
+    pub fn drain(&self, grace: Duration) -> tokio::task::JoinHandle<()> {
+        let router = self.router.clone();
+        tokio::spawn(async move { server::drain(&router, grace, std::future::pending()).await })
     }
 
     pub fn client(&self) -> reqwest::Client {

@@ -4,7 +4,9 @@
 
 mod admin;
 mod failover;
+mod hardening;
 mod harness;
+mod raw;
 mod routing;
 mod security;
 mod streaming;

@@ -1,0 +1,383 @@
+//! What an attack on the router found, kept closed: empty keys, connections held without
+//! a key, stalled readers, short upstream bodies, pipelining, half-closes, repeated POSTs
+//! and odd request targets.
+
+use std::time::Duration;
+
+use tandemn_bench::mock_vllm::MockConfig;
+use tandemn_config::api::{Secret, Tier};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+use crate::raw::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_token_never_matches_even_an_empty_key() {
+    let spot = mock(fast()).await;
+    let mut config = settings();
+    config.api_keys = vec![Secret::new(""), Secret::new(CLIENT_KEY)];
+    config.admin_key = Some(Secret::new(" "));
+    let router = TestRouter::start(config, &[spec(Tier::Spot, &spot, 8)]);
+    let client = router.client();
+    let chat = format!("{}/v1/chat/completions", router.url);
+    for (name, value) in
+        [("x-api-key", ""), ("x-api-key", " "), ("authorization", "Bearer "), ("authorization", "Bearer")]
+    {
+        let response = client.post(&chat).header(name, value).json(&chat_body(2, false)).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{name}: {value:?}");
+    }
+    let config = client
+        .post(format!("{}/router/config", router.url))
+        .header("x-api-key", "")
+        .json(&serde_json::json!({"backends": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config.status(), 401);
+    assert_eq!(spot.stats().requests, 0);
+    assert_eq!(router.chat(&chat_body(2, false)).send().await.unwrap().status(), 200, "the real key still works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_closes_its_connection() {
+    let router = TestRouter::start(settings(), &[]);
+    let address = address(&router.url);
+    let mut socket = TcpStream::connect(&address).await.unwrap();
+    let request = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nContent-Length: 2\r\n\r\n{{}}");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let (response, closed) = read_until_closed(&mut socket, WAIT).await;
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    assert!(response.to_ascii_lowercase().contains("connection: close"), "{response}");
+    assert!(closed, "the connection stays open after a 401");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_time_out() {
+    let spot = mock(fast()).await;
+    let mut config = settings();
+    config.keepalive_timeout = Duration::from_secs(1);
+    let router = TestRouter::start(config, &[spec(Tier::Spot, &spot, 8)]);
+    let address = address(&router.url);
+    let mut socket = TcpStream::connect(&address).await.unwrap();
+    let request = format!("GET /v1/models HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let (response, closed) = read_until_closed(&mut socket, WAIT).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(closed, "an idle keep-alive connection was never closed");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed only after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_must_arrive_within_the_header_timeout() {
+    let mut config = settings();
+    config.header_timeout = Duration::from_secs(1);
+    let router = TestRouter::start(config, &[]);
+    let address = address(&router.url);
+    // A connection that sends nothing is closed.
+    let mut silent = TcpStream::connect(&address).await.unwrap();
+    let (_, closed) = read_until_closed(&mut silent, WAIT).await;
+    assert!(closed, "a silent connection is kept");
+    // One that trickles its head (a byte every 100 ms, for up to 6 s) is closed too,
+    // although each byte comes well within any per-read timeout.
+    let mut trickle = TcpStream::connect(&address).await.unwrap();
+    let head = format!("GET /v1/models HTTP/1.1\r\nHost: {address}\r\nX-Padding: {}\r\n\r\n", "a".repeat(60));
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    for byte in head.as_bytes() {
+        if trickle.write_all(&[*byte]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !cut {
+        cut = read_until_closed(&mut trickle, Duration::from_millis(500)).await.1;
+    }
+    assert!(cut, "a trickled head was read to the end");
+    assert!(started.elapsed() < Duration::from_secs(4), "cut only after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_are_cut() {
+    let router = TestRouter::start(settings(), &[]);
+    let address = address(&router.url);
+    let mut socket = TcpStream::connect(&address).await.unwrap();
+    let padding = format!("X-Padding: {}\r\n", "a".repeat(1000));
+    let mut head = format!("GET /v1/models HTTP/1.1\r\nHost: {address}\r\n");
+    let mut sent_all = true;
+    socket.write_all(head.as_bytes()).await.unwrap();
+    head.clear();
+    for _ in 0..200 {
+        if socket.write_all(padding.as_bytes()).await.is_err() {
+            sent_all = false;
+            break;
+        }
+    }
+    if sent_all {
+        let _ = socket.write_all(b"\r\n").await;
+    }
+    let (response, closed) = read_until_closed(&mut socket, WAIT).await;
+    assert!(closed);
+    assert!(!response.contains(" 200 ") && !response.contains(" 401 "), "a 200 KiB head was parsed: {response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_refused_and_counted() {
+    let spot = mock(fast()).await;
+    let mut config = settings();
+    config.max_connections = 3;
+    let router = TestRouter::start(config, &[spec(Tier::Spot, &spot, 8)]);
+    let address = address(&router.url);
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(&address).await.unwrap());
+    }
+    let open = || router.router.connections.open.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..500 {
+        if open() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(open(), 3);
+    let mut extra = TcpStream::connect(&address).await.unwrap();
+    let (response, closed) = read_until_closed(&mut extra, WAIT).await;
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(response.contains("too_many_connections") && closed, "{response}");
+    drop(idle);
+    // The places come back once those connections close.
+    let mut answered = false;
+    for _ in 0..100 {
+        if router.chat(&chat_body(2, false)).send().await.is_ok_and(|r| r.status() == 200) {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answered, "closed connections never gave their places back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_and_frees_its_slot() {
+    // A long, fast stream: far more than the socket buffers hold.
+    let spot = mock(MockConfig { ttft_ms: 1.0, itl_ms: 0.0, max_model_len: 10_000_000, ..MockConfig::default() }).await;
+    let mut config = settings();
+    config.write_timeout = Duration::from_secs(1);
+    let router = TestRouter::start(config, &[spec(Tier::Spot, &spot, 8)]);
+    let address = address(&router.url);
+    let body = serde_json::json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}],
+                                  "max_tokens": 5_000_000, "stream": true})
+    .to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stalled = TcpStream::connect(&address).await.unwrap();
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    // Never read. The router must give up on the write, free the slot and cancel.
+    let stats = tokio::time::timeout(WAIT, spot.wait_until(|s| s.aborted >= 1)).await;
+    assert!(stats.is_ok(), "the upstream stream was never cancelled: {:?}", spot.stats());
+    let health = router.health().await;
+    assert_eq!(health["backends"][0]["inflight"], 0, "{health}");
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_body_shorter_than_its_length_closes_the_client_connection() {
+    let upstream = ScriptedUpstream::start(vec![Reply::Close(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"short\": 1}",
+    )])
+    .await;
+    let backend = tandemn_config::api::BackendSpec {
+        tier: Tier::Serverless,
+        url: upstream.url(),
+        capacity: 8,
+        auth: Default::default(),
+        draining: false,
+    };
+    let router = TestRouter::start(settings(), &[backend]);
+    let address = address(&router.url);
+    let mut socket = TcpStream::connect(&address).await.unwrap();
+    socket.write_all(post(&address, "/v1/chat/completions", "").as_bytes()).await.unwrap();
+    let (response, closed) = read_until_closed(&mut socket, WAIT).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(closed, "the client waits forever for the missing bytes on a reusable connection");
+    let metrics = router.admin_get("/metrics").await.text().await.unwrap();
+    let failures = metrics.lines().find(|l| l.starts_with("tandemn_upstream_failures_total ")).unwrap();
+    assert_ne!(failures, "tandemn_upstream_failures_total 0", "the upstream's failure was not counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let spot = mock(MockConfig { ttft_ms: 100.0, itl_ms: 1.0, ..MockConfig::default() }).await;
+    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &spot, 8)]);
+    let address = address(&router.url);
+    let one = |tokens: u32| {
+        let body = serde_json::json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}],
+                                      "max_tokens": tokens})
+        .to_string();
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Two requests in one packet.
+    let mut socket = TcpStream::connect(&address).await.unwrap();
+    socket.write_all(format!("{}{}", one(3), one(5)).as_bytes()).await.unwrap();
+    let both = read_until(&mut socket, "\"completion_tokens\":5", WAIT).await;
+    assert_eq!(both.matches("HTTP/1.1 200").count(), 2, "{both}");
+    let first = both.find("\"completion_tokens\":3").expect("the first answer");
+    assert!(first < both.find("\"completion_tokens\":5").unwrap(), "answers out of order: {both}");
+    // A second request sent while the first waits for its first byte: the first is not
+    // cancelled, and the second is not mangled.
+    let mut socket = TcpStream::connect(&address).await.unwrap();
+    socket.write_all(one(3).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    socket.write_all(one(5).as_bytes()).await.unwrap();
+    let both = read_until(&mut socket, "\"completion_tokens\":5", WAIT).await;
+    assert_eq!(both.matches("HTTP/1.1 200").count(), 2, "{both}");
+    assert_eq!(spot.stats().aborted, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_client_still_gets_its_answer() {
+    let spot = mock(MockConfig { ttft_ms: 600.0, itl_ms: 1.0, ..MockConfig::default() }).await;
+    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &spot, 8)]);
+    let address = address(&router.url);
+    let mut socket = TcpStream::connect(&address).await.unwrap();
+    let body = serde_json::json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}],
+                                  "max_tokens": 4})
+    .to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket.shutdown().await.unwrap();
+    let (response, _) = read_until_closed(&mut socket, WAIT).await;
+    assert!(response.contains("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"completion_tokens\":4"), "{response}");
+    assert_eq!(spot.stats().aborted, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_closes_while_waiting_still_cancels_the_upstream() {
+    let spot = mock(MockConfig { ttft_ms: 5000.0, itl_ms: 1.0, ..MockConfig::default() }).await;
+    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &spot, 8)]);
+    let address = address(&router.url);
+    let mut socket = TcpStream::connect(&address).await.unwrap();
+    let body = chat_body(4, false).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    spot.wait_until(|s| s.running >= 1).await;
+    drop(socket);
+    let stats = tokio::time::timeout(WAIT, spot.wait_until(|s| s.aborted >= 1)).await;
+    assert!(stats.is_ok(), "the generation went on for a client that left: {:?}", spot.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_not_sent_again_when_a_pooled_connection_drops_after_reading_it() {
+    let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    // The first request leaves a pooled connection; on the second the backend reads the
+    // request, then drops the connection without answering (a crash mid-generation).
+    let upstream =
+        ScriptedUpstream::start(vec![Reply::KeepAlive(answer), Reply::Close(""), Reply::Close(answer)]).await;
+    let backend = tandemn_config::api::BackendSpec {
+        tier: Tier::Serverless,
+        url: upstream.url(),
+        capacity: 8,
+        auth: Default::default(),
+        draining: false,
+    };
+    let router = TestRouter::start(settings(), &[backend]);
+    assert_eq!(router.chat(&chat_body(2, false)).send().await.unwrap().status(), 200);
+    let second = router.chat(&chat_body(2, false)).send().await.unwrap();
+    assert_eq!(second.status(), 502);
+    assert_eq!(upstream.received().len(), 2, "the POST reached the backend twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_gets_its_go_ahead_and_hop_headers_stay_behind() {
+    let upstream = ScriptedUpstream::start(vec![Reply::KeepAlive(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )])
+    .await;
+    let backend = tandemn_config::api::BackendSpec {
+        tier: Tier::Serverless,
+        url: upstream.url(),
+        capacity: 8,
+        auth: Default::default(),
+        draining: false,
+    };
+    let router = TestRouter::start(settings(), &[backend]);
+    let address = address(&router.url);
+    let mut socket = TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
+         Content-Length: 2\r\nExpect: 100-continue\r\nTE: trailers\r\nConnection: keep-alive, TE\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    // Well before curl's 1 s wait would send the body anyway.
+    let go_ahead = read_until(&mut socket, "\r\n\r\n", Duration::from_millis(500)).await;
+    assert!(go_ahead.starts_with("HTTP/1.1 100"), "no 100 Continue: {go_ahead:?}");
+    socket.write_all(b"{}").await.unwrap();
+    let response = read_until(&mut socket, "{}", WAIT).await;
+    assert!(response.contains("HTTP/1.1 200"), "{response}");
+    let seen = upstream.received()[0].to_ascii_lowercase();
+    for header in ["\r\nte:", "\r\nexpect:", "\r\nauthorization:", "keep-alive"] {
+        assert!(!seen.contains(header), "{header:?} reached the backend: {seen}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_and_relative_request_targets_are_refused() {
+    let upstream =
+        ScriptedUpstream::start(vec![Reply::KeepAlive("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")]).await;
+    let backend = tandemn_config::api::BackendSpec {
+        tier: Tier::Serverless,
+        url: format!("{}/base", upstream.url()),
+        capacity: 8,
+        auth: Default::default(),
+        draining: false,
+    };
+    let router = TestRouter::start(settings(), &[backend]);
+    let address = address(&router.url);
+    for target in ["*", "v1/models"] {
+        let mut socket = TcpStream::connect(&address).await.unwrap();
+        let request =
+            format!("OPTIONS {target} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let (response, _) = read_until_closed(&mut socket, WAIT).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{target}: {response}");
+    }
+    assert!(upstream.received().is_empty(), "{:?}", upstream.received());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_refuses_new_requests_and_finishes_the_ones_in_flight() {
+    let spot = mock(MockConfig { ttft_ms: 5.0, itl_ms: 20.0, ..MockConfig::default() }).await;
+    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &spot, 8)]);
+    let mut stream = router.chat(&chat_body(25, true)).send().await.unwrap();
+    stream.chunk().await.unwrap();
+    let drained = router.drain(Duration::from_secs(10));
+    let refused = router.chat(&chat_body(2, false)).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["x-tandemn-error"], "shutting_down");
+    let mut text = String::new();
+    while let Some(chunk) = stream.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("[DONE]"), "the stream in flight was cut: {text}");
+    tokio::time::timeout(WAIT, drained).await.unwrap().unwrap();
+}
