@@ -535,6 +535,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
         #[test]
         fn every_valid_url_parses_joins_and_round_trips(text in valid_url()) {
             let url = BackendUrl::parse(&text).map_err(|e| TestCaseError::fail(format!("{text:?}: {e}")))?;
@@ -556,6 +558,20 @@ mod tests {
                 let id = url.to_string();
                 prop_assert!(!id.contains(|c: char| c.is_whitespace() || c.is_control() || c == '"' || c == '\\'), "{id:?}");
                 prop_assert_eq!(BackendUrl::parse(&id), Ok(url));
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn what_follows_at_query_or_fragment_never_reaches_an_error(
+            prefix in "https?://[a-z0-9.:\\[\\]/%_ -]{0,20}",
+            separator in prop_oneof![Just('@'), Just('?'), Just('#')],
+            rest in "\\PC{0,12}",
+        ) {
+            let text = format!("{prefix}{separator}SECRET{rest}");
+            if let Err(problem) = BackendUrl::parse(&text) {
+                prop_assert!(!problem.contains("SECRET"), "{text:?}: {problem:?}");
             }
         }
     }
