@@ -137,12 +137,55 @@ fn deserialize_all<T: DeserializeOwned>(mut value: Value, origins: &Origins, out
             path.clear();
         }
         let message = error.inner().to_string();
-        out.push(origins.violation(&path, describe(&message)));
+        let violation = match secret_scope(&path) {
+            // An unknown key under a secret is reported at the secret: the key may be the secret.
+            Some(scope) if unknown_key(&message).is_some() => origins.violation(scope, describe_secret(&message)),
+            Some(_) => origins.violation(&path, describe_secret(&message)),
+            None => origins.violation(&path, describe(&message)),
+        };
+        out.push(violation);
         if path.is_empty() || !remove_path(&mut value, &path) {
             return None;
         }
     }
     None
+}
+
+/// Keys whose values are secret references: whatever is written there may be the secret.
+const SECRET_KEYS: &[&str] = &["api_keys", "admin_key", "bearer", "modal_key", "modal_secret", "cloudrun_id_token"];
+
+/// The part of `path` up to a secret key and its list index (`router.api_keys[0]`), if the
+/// path goes through one.
+fn secret_scope(path: &str) -> Option<&str> {
+    let mut start = 0;
+    for part in path.split('.') {
+        let end = start + part.len();
+        let key = part.split('[').next().unwrap_or(part);
+        if SECRET_KEYS.contains(&key) {
+            return Some(&path[..end]);
+        }
+        start = end + 1;
+    }
+    None
+}
+
+const SECRET_FORM: &str = "a secret is read from `{env: VARIABLE}` or `{file: PATH}`, never written inline";
+
+/// Describes a problem at or under a secret key without repeating anything written there.
+fn describe_secret(message: &str) -> String {
+    if unknown_key(message).is_some() {
+        return format!("has an unknown key (not shown, in case it is the secret itself); {SECRET_FORM}");
+    }
+    match message.strip_prefix("invalid type: ").and_then(|rest| rest.split_once(", expected ")) {
+        Some((_, "struct RawSecret")) => {
+            format!("expected a mapping with `env:` or `file:`; {SECRET_FORM} (the value is not shown)")
+        }
+        Some((_, "a sequence")) => {
+            format!("expected a list of secret references; {SECRET_FORM} (the value is not shown)")
+        }
+        Some((_, expected)) => format!("expected {} (the value is not shown)", expected_noun(expected)),
+        None => format!("is not a valid secret reference (the value is not shown); {SECRET_FORM}"),
+    }
 }
 
 fn unknown_key(message: &str) -> Option<&str> {
@@ -162,23 +205,28 @@ fn describe(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("invalid type: ")
         && let Some((found, expected)) = rest.split_once(", expected ")
     {
-        let expected = match expected {
-            "i64" => "a whole number",
-            "f64" => "a number",
-            "a boolean" => "true or false",
-            "a sequence" => "a list",
-            // Never repeat what was written: it may be the secret itself.
-            "struct RawSecret" => {
-                return "expected a mapping with `env:` or `file:`; secrets are read from the environment or \
-                        a file, never written inline (the value is not shown)"
-                    .to_string();
-            }
-            other if other.starts_with("struct ") => "a mapping of keys",
-            other => other,
+        let noun = expected_noun(expected);
+        // Text written where a section or list goes is often a URL with credentials or a
+        // key; a word where a number goes (`ten`, `yes`) is worth showing.
+        let section = expected == "a sequence" || expected.starts_with("struct ");
+        return match found.strip_prefix("string ") {
+            Some(_) if section => format!("expected {noun}, found a string (not shown)"),
+            _ => format!("expected {noun}, found {found}"),
         };
-        return format!("expected {expected}, found {found}");
     }
     message.to_string()
+}
+
+/// Serde's name for an expected type, in the words of a configuration file.
+fn expected_noun(expected: &str) -> &str {
+    match expected {
+        "i64" => "a whole number",
+        "f64" => "a number",
+        "a boolean" => "true or false",
+        "a sequence" => "a list",
+        other if other.starts_with("struct ") => "a mapping of keys",
+        other => other,
+    }
 }
 
 fn overlay(target: &mut Mapping, layer: Mapping) {
@@ -259,6 +307,7 @@ mod tests {
     use super::*;
     use crate::spec::{ScalingPolicy, ServerlessProvider, SpotCloud};
     use std::io::Write;
+    use std::time::Duration;
 
     struct Files {
         _dir: tempfile::TempDir,
@@ -400,9 +449,9 @@ mod tests {
             ("router:\n  api_keys: [{env: A, file: b}]\n", "`router.api_keys[0]`: give exactly one of"),
             (
                 "router:\n  api_keys:\n    - env: 1BAD\n",
-                "F:5:7: `router.api_keys[0].env`: `1BAD` is not an environment variable name",
+                "F:5:7: `router.api_keys[0].env`: is not an environment variable name (the value is not shown",
             ),
-            ("router:\n  api_keys: [{value: k}]\n", "`router.api_keys[0].value`: unknown key; valid keys: env, file"),
+            ("router:\n  api_keys: [{value: k}]\n", "F:4:14: `router.api_keys[0]`: has an unknown key (not shown"),
             ("router:\n  admin_key: sk-live-123\n", "`router.admin_key`: expected a mapping with `env:` or `file:`"),
             (
                 "public: true\nrouter:\n  api_keys: [{env: K}]\n",
@@ -419,7 +468,7 @@ mod tests {
             ),
             (
                 "router:\n  backends:\n    - {tier: spot, url: 'ftp://a'}\n",
-                "`router.backends[0].url`: `ftp://a` must start with",
+                "`router.backends[0].url`: the scheme `ftp` is not supported",
             ),
             (
                 "router:\n  backends:\n    - {tier: spot, url: 'http://a', bearer: {env: A}, modal_key: {env: B}}\n",
@@ -499,6 +548,143 @@ mod tests {
         let found = errors(&format!("{BASE}router:\n  admin_key: sk-live-123\n  api_keys: [sk-live-456]\n"));
         assert_eq!(found.len(), 2, "{found:#?}");
         assert!(found.iter().all(|e| !e.contains("sk-live")), "{found:#?}");
+    }
+
+    /// Every duration key with where it is written and its range (`zero` when exactly 0
+    /// has a meaning of its own), read back from the spec in seconds.
+    #[allow(clippy::type_complexity)]
+    const DURATIONS: &[(&str, &str, f64, f64, bool, fn(&DeploymentSpec) -> f64)] = &[
+        ("router", "connect_timeout", 0.01, 300.0, false, |s| s.router.connect_timeout.as_secs_f64()),
+        ("router", "first_byte_timeout", 0.1, 86_400.0, false, |s| s.router.first_byte_timeout.as_secs_f64()),
+        ("router", "idle_timeout", 0.1, 86_400.0, false, |s| s.router.idle_timeout.as_secs_f64()),
+        ("router", "queue_timeout", 0.01, 3600.0, true, |s| s.router.queue_timeout.as_secs_f64()),
+        ("router", "keepalive_timeout", 1.0, 3600.0, false, |s| s.router.keepalive_timeout.as_secs_f64()),
+        ("router", "header_timeout", 1.0, 300.0, false, |s| s.router.header_timeout.as_secs_f64()),
+        ("router", "write_timeout", 1.0, 3600.0, false, |s| s.router.write_timeout.as_secs_f64()),
+        ("local", "spot_boot_secs", 0.1, 1200.0, false, |s| s.local.spot_boot.as_secs_f64()),
+        ("local", "cold_start_secs", 0.1, 600.0, false, |s| s.local.cold_start.as_secs_f64()),
+    ];
+
+    #[test]
+    fn every_duration_is_bounded_and_out_of_range_values_name_the_range() {
+        for &(section, key, min, max, zero, read) in DURATIONS {
+            let yaml = |v: &str| format!("{BASE}{section}:\n  {key}: {v}\n");
+            for ok in [min, max, (min + max) / 2.0] {
+                let spec = load(&yaml(&ok.to_string()), vec![]).unwrap_or_else(|e| panic!("{key}: {ok}: {e:#?}"));
+                assert!((read(&spec) - ok).abs() < 1e-9, "{key}: {ok} read back as {}", read(&spec));
+            }
+            let range = format!("between {min} and {max} seconds");
+            let expected =
+                if zero { format!("must be 0 (do not queue) or {range}") } else { format!("must be {range}") };
+            for (bad, shown) in [
+                ("1e-300", "1e-300"),
+                ("0.0000001", "1e-7"),
+                (&*(min / 2.0).to_string(), &*(min / 2.0).to_string()),
+                (&*(max * 2.0).to_string(), &*(max * 2.0).to_string()),
+                ("-1", "-1"),
+                ("1e300", "1e300"),
+                (".nan", "NaN"),
+                (".inf", "inf"),
+                ("-.inf", "-inf"),
+            ] {
+                let found = errors(&yaml(bad));
+                assert_eq!(found, [format!("F:4:3: `{section}.{key}`: {expected}, got {shown}")], "{key}: {bad}");
+            }
+            match load(&yaml("0"), vec![]) {
+                Ok(spec) if zero => assert_eq!(read(&spec), 0.0, "{key}"),
+                Ok(_) => panic!("{key}: 0 should be refused"),
+                Err(found) if zero => panic!("{key}: 0 should mean `do not queue`: {found:#?}"),
+                Err(found) => assert!(found[0].contains(&expected), "{key}: {found:#?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn whole_second_scaling_keys_keep_their_ranges_and_zero_meanings() {
+        let cases: &[(&str, &str, i64, i64)] = &[
+            ("spot", "upscale_delay", 0, 3600),
+            ("spot", "downscale_delay", 0, 86_400),
+            ("spot", "demand_window", 1, 3600),
+            ("serverless", "scaledown_window", 0, 86_400),
+            ("serverless", "timeout", 1, 86_400),
+            ("serverless", "scaler_value", 1, 3600),
+        ];
+        for &(tier, key, min, max) in cases {
+            let yaml = |v: i64| format!("{BASE}scaling:\n  {tier}:\n    {key}: {v}\n");
+            for ok in [min, max] {
+                assert!(load(&yaml(ok), vec![]).is_ok(), "{key}: {ok}");
+            }
+            for bad in [min - 1, max + 1] {
+                let found = errors(&yaml(bad));
+                let expected = format!("F:5:5: `scaling.{tier}.{key}`: must be between {min} and {max}, got {bad}");
+                assert_eq!(found, [expected], "{key}: {bad}");
+            }
+        }
+        // The story test's quick settings stay valid.
+        let quick = "scaling:\n  spot: {upscale_delay: 0, downscale_delay: 2, demand_window: 2}\n  serverless: {scaledown_window: 1}\nlocal: {spot_boot_secs: 2, cold_start_secs: 0.3}\n";
+        assert!(load(&format!("{BASE}{quick}"), vec![]).is_ok());
+    }
+
+    #[test]
+    fn new_router_limits_have_defaults_and_ranges() {
+        let spec = load(BASE, vec![]).unwrap();
+        let router = &spec.router;
+        assert_eq!(
+            (router.keepalive_timeout, router.header_timeout, router.write_timeout, router.max_connections),
+            (Duration::from_secs(60), Duration::from_secs(10), Duration::from_secs(30), 10_000)
+        );
+        let yaml = "router: {keepalive_timeout: 5.5, header_timeout: 2, write_timeout: 3600, max_connections: 16}\n";
+        let router = load(&format!("{BASE}{yaml}"), vec![]).unwrap().router;
+        assert_eq!(
+            (router.keepalive_timeout, router.header_timeout, router.write_timeout, router.max_connections),
+            (Duration::from_millis(5500), Duration::from_secs(2), Duration::from_secs(3600), 16)
+        );
+        for (bad, expected) in [
+            ("max_connections: 15", "F:4:3: `router.max_connections`: must be between 16 and 1000000, got 15"),
+            ("max_connections: 1000001", "must be between 16 and 1000000, got 1000001"),
+            ("max_connections: 1.5", "`router.max_connections`: expected a whole number"),
+            ("header_timeout: 301", "`router.header_timeout`: must be between 1 and 300 seconds, got 301"),
+        ] {
+            let found = errors(&format!("{BASE}router:\n  {bad}\n"));
+            assert!(found.iter().any(|e| e.contains(expected)), "{bad}: {found:#?}");
+        }
+    }
+
+    #[test]
+    fn messages_never_repeat_what_may_be_a_secret() {
+        let cases = [
+            "router:\n  api_keys: [{env: sk-live-123}]\n",
+            "router:\n  api_keys: [{env: 'sk-live-123 '}]\n",
+            "router:\n  admin_key: {env: \"sk-live-123\\n\"}\n",
+            "router:\n  admin_key: {file: \"sk-live-123\\n\"}\n",
+            "router:\n  api_keys: sk-live-123\n",
+            "router:\n  api_keys: [sk-live-123]\n",
+            "router:\n  admin_key: {sk-live-123}\n",
+            "router:\n  admin_key: {sk-live-123: x}\n",
+            "router:\n  admin_key: {env: [sk-live-123]}\n",
+            "router:\n  backends:\n    - {tier: spot, url: 'http://h', bearer: {token: sk-live-123}}\n",
+            "router:\n  backends: ['http://user:sk-live-123@h']\n",
+            "router:\n  backends: 'http://h/?key=sk-live-123'\n",
+            "router:\n  backends:\n    - {tier: spot, url: 'http://user:sk-live-123@h'}\n",
+            "router:\n  backends:\n    - {tier: spot, url: 'http://h/v1?key=sk-live-123'}\n",
+            "router:\n  backends:\n    - {tier: spot, url: 'http://h/v1#sk-live-123'}\n",
+            "router:\n  backends:\n    - {tier: spot, url: 'sk-live-123'}\n",
+            "router:\n  backends:\n    - {tier: spot, url: 'http://h:sk-live-123'}\n",
+            "local:\n  command: 'vllm serve {model} --api-key sk-live-123'\n",
+            "router: 'sk-live-123'\n",
+            "local: 'sk-live-123'\n",
+        ];
+        for extra in cases {
+            let found = errors(&format!("{BASE}{extra}"));
+            assert!(found.iter().all(|e| !e.contains("sk-live")), "{extra:?}: {found:#?}");
+        }
+        let found = errors(&format!("{BASE}router:\n  api_keys: [{{env: sk-live-123}}]\n"));
+        assert!(found[0].contains("such as `RUNPOD_API_KEY`"), "{found:#?}");
+        let found = errors(&format!("{BASE}router:\n  admin_key: {{sk-live-123: x}}\n"));
+        assert!(found[0].starts_with("F:4:3: `router.admin_key`: has an unknown key (not shown"), "{found:#?}");
+        // Words where numbers go are still shown: they help and are no secret.
+        let found = errors(&format!("{BASE}router: {{max_attempts: three}}\n"));
+        assert_eq!(found, ["F:3:10: `router.max_attempts`: expected a whole number, found string \"three\""]);
     }
 
     #[test]

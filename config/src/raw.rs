@@ -87,6 +87,10 @@ pub struct RawRouter {
     pub queue_timeout: Option<f64>,
     pub max_attempts: Option<i64>,
     pub spot_capacity: Option<i64>,
+    pub keepalive_timeout: Option<f64>,
+    pub header_timeout: Option<f64>,
+    pub write_timeout: Option<f64>,
+    pub max_connections: Option<i64>,
     pub backends: Option<Vec<RawBackend>>,
 }
 

@@ -13,6 +13,7 @@ use crate::catalog::Catalog;
 use crate::error::Violation;
 use crate::load::Origins;
 use crate::raw::{RawBackend, RawDeployment, RawLocal, RawRouter, RawSecret, RawServerlessPolicy, RawSpotPolicy};
+use crate::spec::bounds;
 use crate::spec::{
     BackendAuthRef, BackendConfig, Choice, ColdStartMode, DeploymentSpec, LocalSettings, RouterConfig, ScalingPolicy,
     SecretRef, ServerlessPolicy, ServerlessProvider, SpotCloud, SpotPolicy,
@@ -21,6 +22,21 @@ use crate::spec::{
 /// Longest service name: `<name>-serverless` and `<name>-spot-<n>` then fit every
 /// provider's own limit (Cloud Run's 49 characters is the tightest).
 pub const MAX_SERVICE_NAME: usize = 30;
+
+/// Longest environment variable name taken for a secret; a longer "name" is likelier a
+/// pasted secret than a variable.
+const MAX_ENV_NAME: usize = 128;
+
+/// A number for a message: plain where that is short, else in exponent form, so that
+/// `1e-300` is not printed with 300 zeros.
+fn number(value: f64) -> String {
+    let magnitude = value.abs();
+    if value == 0.0 || (1e-4..1e15).contains(&magnitude) || !value.is_finite() {
+        value.to_string()
+    } else {
+        format!("{value:e}")
+    }
+}
 
 /// Checks the naming rule every provider accepts; the error says what is wrong.
 pub fn check_service_name(name: &str) -> Result<(), String> {
@@ -151,9 +167,14 @@ fn local_settings(check: &mut Checker, raw: RawLocal) -> LocalSettings {
         check.fail("local.command", "must contain `{port}`, where the replica's port is filled in");
     }
     LocalSettings {
-        spot_boot: check.seconds("local.spot_boot_secs", raw.spot_boot_secs, default.spot_boot, 3600.0),
+        spot_boot: check.seconds("local.spot_boot_secs", raw.spot_boot_secs, default.spot_boot, bounds::SPOT_BOOT_SECS),
         preemptions_per_hour,
-        cold_start: check.seconds("local.cold_start_secs", raw.cold_start_secs, default.cold_start, 600.0),
+        cold_start: check.seconds(
+            "local.cold_start_secs",
+            raw.cold_start_secs,
+            default.cold_start,
+            bounds::COLD_START_SECS,
+        ),
         command,
     }
 }
@@ -202,14 +223,24 @@ fn spot_policy(check: &mut Checker, raw: RawSpotPolicy) -> SpotPolicy {
         min_replicas: check.int("scaling.spot.min_replicas", raw.min_replicas, default.min_replicas, 0..=100),
         max_replicas: check.int("scaling.spot.max_replicas", raw.max_replicas, default.max_replicas, 1..=100),
         target_qps: check.positive("scaling.spot.target_qps", raw.target_qps, default.target_qps, 100_000.0),
-        upscale_delay: check.int("scaling.spot.upscale_delay", raw.upscale_delay, default.upscale_delay, 0..=3600),
+        upscale_delay: check.int(
+            "scaling.spot.upscale_delay",
+            raw.upscale_delay,
+            default.upscale_delay,
+            bounds::UPSCALE_DELAY,
+        ),
         downscale_delay: check.int(
             "scaling.spot.downscale_delay",
             raw.downscale_delay,
             default.downscale_delay,
-            0..=86_400,
+            bounds::DOWNSCALE_DELAY,
         ),
-        demand_window: check.int("scaling.spot.demand_window", raw.demand_window, default.demand_window, 1..=3600),
+        demand_window: check.int(
+            "scaling.spot.demand_window",
+            raw.demand_window,
+            default.demand_window,
+            bounds::DEMAND_WINDOW,
+        ),
     };
     if policy.min_replicas > policy.max_replicas {
         check.fail(
@@ -229,12 +260,12 @@ fn serverless_policy(check: &mut Checker, raw: RawServerlessPolicy) -> Serverles
             &path("scaledown_window"),
             raw.scaledown_window,
             default.scaledown_window,
-            0..=86_400,
+            bounds::SCALEDOWN_WINDOW,
         ),
-        timeout: check.int(&path("timeout"), raw.timeout, default.timeout, 1..=86_400),
+        timeout: check.int(&path("timeout"), raw.timeout, default.timeout, bounds::SERVERLESS_TIMEOUT),
         workers_min: check.int(&path("workers_min"), raw.workers_min, default.workers_min, 0..=100),
         workers_max: check.int(&path("workers_max"), raw.workers_max, default.workers_max, 1..=100),
-        scaler_value: check.int(&path("scaler_value"), raw.scaler_value, default.scaler_value, 1..=3600),
+        scaler_value: check.int(&path("scaler_value"), raw.scaler_value, default.scaler_value, bounds::SCALER_VALUE),
     };
     if policy.workers_min > policy.workers_max {
         check.fail(
@@ -267,14 +298,24 @@ fn router_config(check: &mut Checker, raw: RawRouter, serverless: &ServerlessPol
         api_keys,
         admin_key: raw.admin_key.and_then(|s| check.secret("router.admin_key", s)),
         health_public: raw.health_public.unwrap_or(default.health_public),
-        connect_timeout: check.seconds("router.connect_timeout", raw.connect_timeout, default.connect_timeout, 300.0),
+        connect_timeout: check.seconds(
+            "router.connect_timeout",
+            raw.connect_timeout,
+            default.connect_timeout,
+            bounds::CONNECT_TIMEOUT,
+        ),
         first_byte_timeout: check.seconds(
             "router.first_byte_timeout",
             raw.first_byte_timeout,
             default.first_byte_timeout,
-            86_400.0,
+            bounds::FIRST_BYTE_TIMEOUT,
         ),
-        idle_timeout: check.seconds("router.idle_timeout", raw.idle_timeout, default.idle_timeout, 86_400.0),
+        idle_timeout: check.seconds(
+            "router.idle_timeout",
+            raw.idle_timeout,
+            default.idle_timeout,
+            bounds::IDLE_TIMEOUT,
+        ),
         max_body_bytes: check.int("router.max_body_bytes", raw.max_body_bytes, default.max_body_bytes, 1..=1 << 30),
         max_concurrent_requests: check.int(
             "router.max_concurrent_requests",
@@ -282,12 +323,39 @@ fn router_config(check: &mut Checker, raw: RawRouter, serverless: &ServerlessPol
             default.max_concurrent_requests,
             1..=1_000_000,
         ),
-        queue_timeout: match raw.queue_timeout {
-            Some(0.0) => Duration::ZERO,
-            other => check.seconds("router.queue_timeout", other, default.queue_timeout, 3600.0),
-        },
+        queue_timeout: check.seconds_or_zero(
+            "router.queue_timeout",
+            raw.queue_timeout,
+            default.queue_timeout,
+            bounds::QUEUE_TIMEOUT,
+            "do not queue",
+        ),
         max_attempts: check.int("router.max_attempts", raw.max_attempts, default.max_attempts, 1..=10),
         spot_capacity,
+        keepalive_timeout: check.seconds(
+            "router.keepalive_timeout",
+            raw.keepalive_timeout,
+            default.keepalive_timeout,
+            bounds::KEEPALIVE_TIMEOUT,
+        ),
+        header_timeout: check.seconds(
+            "router.header_timeout",
+            raw.header_timeout,
+            default.header_timeout,
+            bounds::HEADER_TIMEOUT,
+        ),
+        write_timeout: check.seconds(
+            "router.write_timeout",
+            raw.write_timeout,
+            default.write_timeout,
+            bounds::WRITE_TIMEOUT,
+        ),
+        max_connections: check.int(
+            "router.max_connections",
+            raw.max_connections,
+            default.max_connections,
+            bounds::MAX_CONNECTIONS,
+        ),
         backends: raw
             .backends
             .unwrap_or_default()
@@ -387,15 +455,47 @@ impl Checker<'_> {
             None => default,
             Some(v) if v > 0.0 && v <= max => v,
             Some(v) => {
-                self.fail(path, format!("must be greater than 0 and at most {max}, got {v}"));
+                self.fail(path, format!("must be greater than 0 and at most {max}, got {}", number(v)));
                 default
             }
         }
     }
 
-    fn seconds(&mut self, path: &str, raw: Option<f64>, default: Duration, max: f64) -> Duration {
-        let default_secs = default.as_secs_f64();
-        Duration::from_secs_f64(self.positive(path, raw, default_secs, max))
+    /// A duration in seconds, within `range`.
+    fn seconds(&mut self, path: &str, raw: Option<f64>, default: Duration, range: RangeInclusive<f64>) -> Duration {
+        let Some(value) = raw else { return default };
+        match Duration::try_from_secs_f64(value) {
+            Ok(duration) if range.contains(&value) => duration,
+            _ => {
+                let (min, max) = (number(*range.start()), number(*range.end()));
+                self.fail(path, format!("must be between {min} and {max} seconds, got {}", number(value)));
+                default
+            }
+        }
+    }
+
+    /// Like [`Checker::seconds`], but exactly 0 is also allowed and means `zero_means`.
+    fn seconds_or_zero(
+        &mut self,
+        path: &str,
+        raw: Option<f64>,
+        default: Duration,
+        range: RangeInclusive<f64>,
+        zero_means: &str,
+    ) -> Duration {
+        match raw {
+            // `-0.0` matches too.
+            Some(0.0) => Duration::ZERO,
+            Some(value) if !range.contains(&value) => {
+                let (min, max) = (number(*range.start()), number(*range.end()));
+                self.fail(
+                    path,
+                    format!("must be 0 ({zero_means}) or between {min} and {max} seconds, got {}", number(value)),
+                );
+                default
+            }
+            other => self.seconds(path, other, default, range),
+        }
     }
 
     fn choice<C: Choice>(&mut self, path: &str, raw: Option<String>, default: C) -> C {
@@ -415,18 +515,33 @@ impl Checker<'_> {
         Some(text)
     }
 
+    /// Never repeats an invalid value: a pasted secret is the likeliest invalid name.
     fn secret(&mut self, path: &str, raw: RawSecret) -> Option<SecretRef> {
         match (raw.env, raw.file) {
             (Some(name), None) => {
-                let valid = !name.is_empty()
+                let valid = (1..=MAX_ENV_NAME).contains(&name.len())
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     && !name.starts_with(|c: char| c.is_ascii_digit());
                 if valid {
                     Some(SecretRef::Env(name))
                 } else {
-                    self.fail(&format!("{path}.env"), format!("`{name}` is not an environment variable name"));
+                    self.fail(
+                        &format!("{path}.env"),
+                        format!(
+                            "is not an environment variable name (the value is not shown, as it may be the secret \
+                             itself); a name is letters, digits and `_`, not starting with a digit, at most \
+                             {MAX_ENV_NAME} characters, such as `RUNPOD_API_KEY`"
+                        ),
+                    );
                     None
                 }
+            }
+            (None, Some(file)) if file.chars().any(char::is_control) => {
+                self.fail(
+                    &format!("{path}.file"),
+                    "is not a file name: it has a control character such as a line break (the value is not shown)",
+                );
+                None
             }
             (None, Some(file)) if !file.trim().is_empty() => Some(SecretRef::File(PathBuf::from(file))),
             (None, Some(_)) => {
