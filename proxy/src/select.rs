@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn load_spreads_evenly_across_spot_replicas() {
-        let replicas: Vec<_> = (0..4).map(|p| backend(Tier::Spot, p, 100, BackendState::Ready)).collect();
+        let replicas: Vec<_> = (1..5).map(|p| backend(Tier::Spot, p, 100, BackendState::Ready)).collect();
         let t = table(replicas.clone(), vec![]);
         let mut rng = StdRng::seed_from_u64(3);
         let guards: Vec<_> = (0..200).map(|_| pick(&t, &[], 0, &mut rng).unwrap()).collect();

@@ -91,7 +91,9 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
         let reloader = ConfigReloader { path: path.clone(), state: router.state.clone(), flag_backends: fixed };
         server.add_service(pingora::services::background::background_service("config reload", reloader));
     }
-    server::run(server, Box::new(pingora_unix_signals()));
+    // SIGTERM drains (at most the grace period) and exits as soon as nothing is in flight.
+    let signals = server::SignalShutdown { router: router.clone(), grace: server_settings.grace_period };
+    server::run(server, Box::new(signals));
     Ok(())
 }
 
@@ -110,11 +112,10 @@ pub fn settings(config: &RouterConfig, api_keys: Vec<Secret>, admin_key: Secret,
         max_concurrent_requests: u64::from(config.max_concurrent_requests),
         queue_timeout: config.queue_timeout,
         max_attempts: config.max_attempts,
-        // Wired to router.* keys with the config change; these are their defaults.
-        keepalive_timeout: Duration::from_secs(60),
-        header_timeout: Duration::from_secs(10),
-        write_timeout: Duration::from_secs(30),
-        max_connections: 10_000,
+        keepalive_timeout: config.keepalive_timeout,
+        header_timeout: config.header_timeout,
+        write_timeout: config.write_timeout,
+        max_connections: u64::from(config.max_connections),
     }
 }
 
@@ -180,9 +181,4 @@ impl pingora::services::background::BackgroundService for ConfigReloader {
             }
         }
     }
-}
-
-/// SIGTERM drains for the grace period, SIGINT stops at once, SIGQUIT hands over.
-fn pingora_unix_signals() -> pingora::server::UnixShutdownSignalWatch {
-    pingora::server::UnixShutdownSignalWatch
 }
