@@ -42,16 +42,21 @@ async fn an_empty_token_never_matches_even_an_empty_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_request_closes_its_connection() {
+async fn a_refused_key_closes_its_connection() {
     let router = TestRouter::start(settings(), &[]);
     let address = address(&router.url);
-    let mut socket = TcpStream::connect(&address).await.unwrap();
-    let request = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nContent-Length: 2\r\n\r\n{{}}");
-    socket.write_all(request.as_bytes()).await.unwrap();
-    let (response, closed) = read_until_closed(&mut socket, WAIT).await;
-    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
-    assert!(response.to_ascii_lowercase().contains("connection: close"), "{response}");
-    assert!(closed, "the connection stays open after a 401");
+    for request in [
+        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nContent-Length: 2\r\n\r\n{{}}"),
+        format!("GET /router/health HTTP/1.1\r\nHost: {address}\r\nx-api-key: wrong\r\n\r\n"),
+        format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n"),
+    ] {
+        let mut socket = TcpStream::connect(&address).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let (response, closed) = read_until_closed(&mut socket, WAIT).await;
+        assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+        assert!(response.to_ascii_lowercase().contains("connection: close"), "{response}");
+        assert!(closed, "the connection stays open after a 401: {request}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,25 +312,30 @@ async fn a_post_is_not_sent_again_when_a_pooled_connection_drops_after_reading_i
     assert_eq!(upstream.received().len(), 2, "the POST reached the backend twice");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expect_100_continue_gets_its_go_ahead_and_hop_headers_stay_behind() {
+/// A router in front of one scripted upstream that answers `200 {}` and keeps the connection.
+async fn scripted_router(base_path: &str) -> (TestRouter, ScriptedUpstream) {
     let upstream = ScriptedUpstream::start(vec![Reply::KeepAlive(
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
     )])
     .await;
     let backend = tandemn_config::api::BackendSpec {
         tier: Tier::Serverless,
-        url: upstream.url(),
+        url: format!("{}{base_path}", upstream.url()),
         capacity: 8,
         auth: Default::default(),
         draining: false,
     };
-    let router = TestRouter::start(settings(), &[backend]);
+    (TestRouter::start(settings(), &[backend]), upstream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_gets_its_go_ahead() {
+    let (router, upstream) = scripted_router("").await;
     let address = address(&router.url);
     let mut socket = TcpStream::connect(&address).await.unwrap();
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
-         Content-Length: 2\r\nExpect: 100-continue\r\nTE: trailers\r\nConnection: keep-alive, TE\r\n\r\n"
+         Content-Length: 2\r\nExpect: 100-continue\r\n\r\n"
     );
     socket.write_all(head.as_bytes()).await.unwrap();
     // Well before curl's 1 s wait would send the body anyway.
@@ -334,9 +344,26 @@ async fn expect_100_continue_gets_its_go_ahead_and_hop_headers_stay_behind() {
     socket.write_all(b"{}").await.unwrap();
     let response = read_until(&mut socket, "{}", WAIT).await;
     assert!(response.contains("HTTP/1.1 200"), "{response}");
-    let seen = upstream.received()[0].to_ascii_lowercase();
-    for header in ["\r\nte:", "\r\nexpect:", "\r\nauthorization:", "keep-alive"] {
-        assert!(!seen.contains(header), "{header:?} reached the backend: {seen}");
+    assert!(!upstream.received()[0].to_ascii_lowercase().contains("\r\nexpect:"), "Expect reached the backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_request_headers_stay_behind() {
+    let (router, upstream) = scripted_router("").await;
+    let address = address(&router.url);
+    let mut socket = TcpStream::connect(&address).await.unwrap();
+    for te in ["TE: trailers\r\nConnection: keep-alive, TE", "te: gzip\r\nConnection: te", "Te: trailers"] {
+        let request = post(&address, "/v1/chat/completions", &format!("{te}\r\nX-Hop: 1\r\nConnection: x-hop\r\n"));
+        socket.write_all(request.as_bytes()).await.unwrap();
+        read_until(&mut socket, "{}", WAIT).await;
+    }
+    let seen = upstream.received();
+    assert_eq!(seen.len(), 3);
+    for head in seen {
+        let head = head.to_ascii_lowercase();
+        for header in ["\r\nte:", "\r\nx-hop:", "\r\nauthorization:", "keep-alive"] {
+            assert!(!head.contains(header), "{header:?} reached the backend: {head}");
+        }
     }
 }
 
