@@ -5,6 +5,7 @@ use tandemn_config::Catalog;
 use tandemn_provisioner::credentials::{Account, Environment, probe};
 
 use super::UsageError;
+use super::keys::Keys;
 use crate::cli::DeployArgs;
 use crate::output::println;
 
@@ -18,7 +19,15 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
         match sources.load(Catalog::embedded()) {
             Ok(spec) => {
                 println("Configuration: valid");
-                for line in super::deploy::summary(&spec).lines() {
+                let flag_keys = match Keys::from_args(&args.keys) {
+                    Ok(keys) => keys.client.len(),
+                    Err(problem) => {
+                        problems += 1;
+                        println(&format!("Keys: {problem}"));
+                        0
+                    }
+                };
+                for line in super::deploy::summary(&spec, flag_keys).lines() {
                     println(&format!("  {line}"));
                 }
                 needed = vec![Account::for_serverless(spec.serverless_provider), Account::for_spot(spec.spots_cloud)];
