@@ -70,3 +70,27 @@ pub fn message(error: &anyhow::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct Wrapping {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = || std::io::Error::other("disk on fire");
+        let wrapped = anyhow::Error::from(Wrapping { path: "state.db", source: io() });
+        assert_eq!(format!("{wrapped:#}"), "state.db: disk on fire: disk on fire", "what `{{:#}}` prints");
+        assert_eq!(message(&wrapped), "state.db: disk on fire");
+        let context = wrapped.context("opening the store");
+        assert_eq!(message(&context), "opening the store: state.db: disk on fire");
+        let distinct = anyhow::Error::from(io()).context("reading");
+        assert_eq!(message(&distinct), "reading: disk on fire");
+    }
+}
