@@ -640,3 +640,14 @@ fn a_corrupted_state_error_says_its_cause_once() {
         path.display()
     ));
 }
+
+#[test]
+fn check_reports_an_empty_key_without_a_config() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .tandemn(&["check"])
+        .env("TANDEMN_API_KEY", "")
+        .assert()
+        .code(2)
+        .stdout(contains("Keys: TANDEMN_API_KEY is set but empty"));
+}

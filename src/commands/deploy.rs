@@ -1,5 +1,7 @@
 //! `tandemn deploy`: validates the configuration, then (for the `local` provider) runs
 //! the router and the provisioner in the foreground until Ctrl-C or `tandemn destroy`.
+//! One deploy per service (a lock held for the life of the process); SIGHUP is ignored;
+//! the client and admin keys are never written to the state store.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,7 +71,11 @@ fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
         spec.router.api_keys.iter().map(|s| s.resolve()).collect::<Result<_, _>>().map_err(usage)?;
     api_keys.extend(keys.client);
     if spec.public && !api_keys.is_empty() {
-        return Err(usage("`public` turns client auth off, but API keys were given; choose one".to_string()));
+        return Err(usage(
+            "`public` turns client auth off, but API keys were given (--api-key, --api-key-file or \
+             TANDEMN_API_KEY); choose one"
+                .to_string(),
+        ));
     }
     let generated_key = (api_keys.is_empty() && !spec.public).then(|| random_key("tdn"));
     api_keys.extend(generated_key.clone());
