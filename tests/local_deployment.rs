@@ -560,3 +560,84 @@ fn sighup_leaves_a_deployment_serving() {
     });
     assert_eq!(deployment.status()["status"], "destroyed");
 }
+
+/// Finding 6: two deploys of one service started at the same moment: exactly one runs,
+/// and the other is refused naming it.
+#[test]
+fn of_two_deploys_started_at_once_exactly_one_runs() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("story.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let spawn = || {
+        let child = tandemn(home.path())
+            .args(["deploy", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        KillOnDrop(child)
+    };
+    let mut both = [spawn(), spawn()];
+    let mut refused = None;
+    wait_for("one of the two to be refused", Duration::from_secs(20), || {
+        refused = both.iter_mut().enumerate().find_map(|(i, d)| d.0.try_wait().unwrap().map(|code| (i, code)));
+        refused.is_some()
+    });
+    let (loser, code) = refused.unwrap();
+    let winner = both[1 - loser].0.id();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut both[loser].0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(code.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("already being deployed by another process (pid {winner})")), "{stderr}");
+    let status = || {
+        let output = tandemn(home.path()).args(["status", "--service-name", "story", "--json"]).output().unwrap();
+        serde_json::from_slice::<Value>(&output.stdout).unwrap_or(Value::Null)
+    };
+    wait_for("the winner's run record", Duration::from_secs(20), || {
+        status()["pid"].as_u64() == Some(u64::from(winner))
+    });
+    assert!(both[1 - loser].0.try_wait().unwrap().is_none(), "the winner keeps running");
+    let destroyed = tandemn(home.path()).args(["destroy", "--service-name", "story"]).output().unwrap();
+    assert!(destroyed.status.success(), "{}", String::from_utf8_lossy(&destroyed.stderr));
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Finding 13: a running deployment whose record was corrupted is still listed apart and
+/// stopped by `destroy --service-name`, with every process it ran.
+#[test]
+fn destroy_stops_a_running_deployment_whose_record_is_corrupt() {
+    let mut deployment = Deployment::start();
+    let target = (deployment.endpoint.clone(), deployment.api_key.clone());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert!(runtime.block_on(request(&client(), &target, 2)).ok);
+    wait_for("a spot replica process", Duration::from_secs(10), || {
+        deployment.status()["replicas"].as_array().unwrap().iter().any(|r| r["pid"].is_u64())
+    });
+    let pids = pids_of(&deployment.status());
+    let db = rusqlite::Connection::open(deployment.home.path().join("state.db")).unwrap();
+    db.execute("UPDATE deployments SET config_json = '{broken' WHERE service_name = 'story'", []).unwrap();
+    drop(db);
+
+    let list = tandemn(deployment.home.path()).arg("list").output().unwrap();
+    assert!(list.status.success());
+    assert!(
+        String::from_utf8_lossy(&list.stderr).contains("deployment `story` has an unreadable record: config_json:")
+    );
+    let destroyed = tandemn(deployment.home.path()).args(["destroy", "--service-name", "story"]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&destroyed.stdout), String::from_utf8_lossy(&destroyed.stderr));
+    assert!(destroyed.status.success(), "{stderr}");
+    assert!(stderr.contains("stopping what its run recorded anyway"), "{stderr}");
+    assert!(stdout.contains("story: destroyed; its record is unreadable, so there is no cost report"), "{stdout}");
+    wait_for("the deploy process to exit", Duration::from_secs(30), || deployment.child.try_wait().unwrap().is_some());
+    wait_for("no replica or serverless process left", Duration::from_secs(10), || {
+        pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    });
+}

@@ -23,6 +23,20 @@ pub enum LockError {
     BadName(String, String),
 }
 
+/// The pid the holder wrote. It writes it just after taking the lock, so a deploy that
+/// started at the same moment waits a little for it; after that the holder goes unnamed.
+fn holder_pid(file: &mut File) -> Option<u32> {
+    for _ in 0..50 {
+        let mut text = String::new();
+        let read = file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_string(&mut text));
+        if let Some(pid) = read.ok().and_then(|_| text.trim().parse().ok()) {
+            return Some(pid);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    None
+}
+
 fn holder(pid: Option<u32>) -> String {
     pid.map_or_else(|| "another process".to_string(), |pid| format!("another process (pid {pid})"))
 }
@@ -58,10 +72,7 @@ impl ServiceLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                // The holder may not have written its pid yet: then it is not named.
-                let pid = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
-                return Err(LockError::Held { service: service.to_string(), pid });
+                return Err(LockError::Held { service: service.to_string(), pid: holder_pid(&mut file) });
             }
             Err(TryLockError::Error(error)) => return Err(io(&path, error)),
         }
