@@ -6,7 +6,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tandemn_config::{Choice, DeploymentSpec};
 
 mod runs;
@@ -231,16 +231,25 @@ impl StateStore {
     fn migrate(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
         let sqlite = |error| StoreError::Sqlite { path: path.clone(), error };
-        let applied: usize = self.connection.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
-        if applied > MIGRATIONS.len() {
-            return Err(StoreError::NewerSchema { path: path.clone(), found: applied, known: MIGRATIONS.len() });
+        let version = |connection: &Connection| -> Result<usize, StoreError> {
+            let applied: usize = connection.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
+            if applied > MIGRATIONS.len() {
+                return Err(StoreError::NewerSchema { path: path.clone(), found: applied, known: MIGRATIONS.len() });
+            }
+            Ok(applied)
+        };
+        if version(&self.connection)? == MIGRATIONS.len() {
+            return Ok(());
         }
+        // One process migrates at a time: the write lock is taken before the version is
+        // read again, so two processes opening a new file do not both create its tables.
+        let tx = self.connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
+        let applied = version(&tx)?;
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-            let tx = self.connection.transaction().map_err(sqlite)?;
             tx.execute_batch(migration).map_err(sqlite)?;
             tx.pragma_update(None, "user_version", index + 1).map_err(sqlite)?;
-            tx.commit().map_err(sqlite)?;
         }
+        tx.commit().map_err(sqlite)?;
         // A dropped column's old values stay in freed pages and in the WAL until they are
         // overwritten: VACUUM rewrites the file, the checkpoint empties the WAL.
         if applied > 0 && applied < SCRUBS_SECRETS {
@@ -536,6 +545,29 @@ mod tests {
         let err = StateStore::open(dir.path()).err().unwrap();
         assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
         assert!(err.to_string().contains("upgrade tandemn"));
+    }
+
+    #[test]
+    fn processes_opening_a_new_store_at_once_migrate_it_once() {
+        // Each round a fresh file, opened by several connections at the same moment (as
+        // two deploys started together, or a deploy and a `list`, would).
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let barrier = std::sync::Barrier::new(6);
+            std::thread::scope(|scope| {
+                let opened: Vec<_> = (0..6)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            StateStore::open(dir.path()).map(drop)
+                        })
+                    })
+                    .collect();
+                for open in opened {
+                    open.join().unwrap().unwrap();
+                }
+            });
+        }
     }
 
     /// Builds a store as tandemn 0.1 (schema 2) left it: keys in `runs`, older runs' keys
