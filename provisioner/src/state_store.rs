@@ -4,7 +4,7 @@
 use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tandemn_config::{Choice, DeploymentSpec};
@@ -197,7 +197,20 @@ impl StateStore {
         let sqlite = |error| StoreError::Sqlite { path: path.clone(), error };
         let connection = Connection::open(&path).map_err(sqlite)?;
         connection.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
-        connection.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+        // Switching a new file to WAL takes an exclusive lock that SQLite does not wait for
+        // while another connection is switching too (waiting could deadlock): retry.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match connection.pragma_update(None, "journal_mode", "WAL") {
+                Err(error)
+                    if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                done => break done.map_err(sqlite)?,
+            }
+        }
         connection.pragma_update(None, "foreign_keys", true).map_err(sqlite)?;
         let mut store = Self { connection, path };
         store.migrate()?;
@@ -553,6 +566,9 @@ mod tests {
         // two deploys started together, or a deploy and a `list`, would).
         for _ in 0..20 {
             let dir = tempfile::tempdir().unwrap();
+            // Created first, as `open` does: threads of one process closing a descriptor of
+            // the file would drop each other's POSIX locks, which processes do not.
+            OpenOptions::new().create(true).append(true).mode(0o600).open(dir.path().join(FILE_NAME)).unwrap();
             let barrier = std::sync::Barrier::new(6);
             std::thread::scope(|scope| {
                 let opened: Vec<_> = (0..6)
