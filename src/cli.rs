@@ -124,9 +124,9 @@ pub struct KeyArgs {
     /// (repeatable). Without --api-key or --api-key-file, the key in TANDEMN_API_KEY is used
     #[arg(long = "api-key-file", value_name = "FILE")]
     pub api_key_files: Vec<PathBuf>,
-    /// Key for /router/* and /metrics [default: TANDEMN_ADMIN_KEY, else generated and printed
-    /// at start]. A key given on the command line is visible to other users in the process list:
-    /// prefer --admin-key-file or TANDEMN_ADMIN_KEY
+    /// Key for /router/* and /metrics [default: TANDEMN_ADMIN_KEY, else router.admin_key, else
+    /// generated and printed at start]. A key given on the command line is visible to other users
+    /// in the process list: prefer --admin-key-file or TANDEMN_ADMIN_KEY
     #[arg(long, value_name = "KEY", conflicts_with = "admin_key_file")]
     pub admin_key: Option<String>,
     /// A file holding the admin key (one line; blank lines and # comments are ignored)

@@ -69,6 +69,8 @@ impl ServiceLock {
             .mode(0o600)
             .open(&path)
             .map_err(|e| io(&path, e))?;
+        // A file left by someone else with a looser mode is tightened like the state file.
+        file.set_permissions(Permissions::from_mode(0o600)).map_err(|e| io(&path, e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
