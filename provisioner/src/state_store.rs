@@ -83,16 +83,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (service_name, container)
     );",
     // 3: no secrets at rest. The admin and client keys older versions kept in `runs` are
-    // dropped (and the file is vacuumed after this migration, so no freed page keeps a
-    // copy); `status` authenticates with a per-run token that opens `/router/health` only.
+    // dropped, and `scrub_pending` asks for the file to be vacuumed (see `scrub`), so no
+    // freed page keeps a copy; `status` authenticates with a per-run token that opens
+    // `/router/health` only.
     "ALTER TABLE runs DROP COLUMN api_key;
     ALTER TABLE runs DROP COLUMN admin_key;
-    ALTER TABLE runs ADD COLUMN health_token TEXT;",
+    ALTER TABLE runs ADD COLUMN health_token TEXT;
+    CREATE TABLE scrub_pending (since_version INTEGER NOT NULL);
+    INSERT INTO scrub_pending VALUES (3);",
 ];
-
-/// The first migration that erases secrets older versions stored: after it runs on an
-/// existing file, the file is rebuilt so that no freed page or journal frame holds them.
-const SCRUBS_SECRETS: usize = 3;
 
 const FILE_NAME: &str = "state.db";
 
@@ -252,6 +251,7 @@ impl StateStore {
             Ok(applied)
         };
         if version(&self.connection)? == MIGRATIONS.len() {
+            self.scrub();
             return Ok(());
         }
         // One process migrates at a time: the write lock is taken before the version is
@@ -263,13 +263,30 @@ impl StateStore {
             tx.pragma_update(None, "user_version", index + 1).map_err(sqlite)?;
         }
         tx.commit().map_err(sqlite)?;
-        // A dropped column's old values stay in freed pages and in the WAL until they are
-        // overwritten: VACUUM rewrites the file, the checkpoint empties the WAL.
-        if applied > 0 && applied < SCRUBS_SECRETS {
-            self.connection.execute_batch("VACUUM").map_err(sqlite)?;
-            self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(sqlite)?;
-        }
+        self.scrub();
         Ok(())
+    }
+
+    /// A dropped column's old values stay in freed pages and in the WAL until they are
+    /// overwritten: VACUUM rewrites the file, the checkpoint empties the WAL. Until that
+    /// succeeds (another process may hold the file), every open tries again.
+    fn scrub(&self) {
+        let pending = self
+            .connection
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'scrub_pending'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .is_ok_and(|n| n > 0);
+        if !pending {
+            return;
+        }
+        let scrubbed = self
+            .connection
+            .execute_batch("VACUUM; DROP TABLE scrub_pending;")
+            .and_then(|()| self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
+        if let Err(error) = scrubbed {
+            tracing::warn!(path = %self.path.display(), %error, "could not vacuum the state store yet; trying again at the next open");
+        }
     }
 
     /// Inserts or updates a deployment; `created_at` is kept from the first save.
@@ -646,6 +663,11 @@ mod tests {
             .unwrap();
         assert!(!columns.iter().any(|c| c == "api_key" || c == "admin_key"), "{columns:?}");
         assert!(columns.iter().any(|c| c == "health_token"), "{columns:?}");
+        let pending: i64 = store
+            .connection
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'scrub_pending'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pending, 0, "the scrub is done");
         let bytes = raw_bytes(dir.path());
         for secret in ["CLIENT-SECRET", "ADMIN-SECRET"] {
             assert!(!holds(&bytes, secret), "{secret} is still in the file or its journal");
