@@ -82,6 +82,23 @@ fn flag_key(flag: &str, value: &str) -> Result<Secret, UsageError> {
             "{flag} is empty (or only whitespace); an empty key is never accepted. Check the variable it came from"
         )));
     }
+    printable(flag, value)
+}
+
+/// A key a client can send: printable ASCII (an HTTP header carries nothing else that
+/// the router can compare), so a pasted line break or control character is caught here.
+fn printable(source: &str, value: &str) -> Result<Secret, UsageError> {
+    if value.contains(['\n', '\r']) {
+        return Err(UsageError(format!(
+            "{source} holds more than one line; it takes one key (put several in a file given with --api-key-file)"
+        )));
+    }
+    if !value.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+        return Err(UsageError(format!(
+            "{source} holds a character that is not printable ASCII (a control character, a tab or a \
+             non-ASCII letter), which no HTTP header can carry"
+        )));
+    }
     Ok(Secret::new(value))
 }
 
@@ -94,12 +111,7 @@ fn env_key(name: &str, value: Option<OsString>) -> Result<Option<Secret>, UsageE
     if value.is_empty() {
         return Err(UsageError(format!("{name} is set but empty; set it to a key, or unset it")));
     }
-    if value.contains(['\n', '\r']) {
-        return Err(UsageError(format!(
-            "{name} holds more than one line; it takes one key (put several in a file given with --api-key-file)"
-        )));
-    }
-    Ok(Some(Secret::new(value)))
+    printable(name, value).map(Some)
 }
 
 /// The keys in a file (one a line, `#` comments and blank lines skipped), and a warning if
@@ -108,12 +120,13 @@ fn file_keys(flag: &str, path: &Path) -> Result<(Vec<Secret>, Option<String>), U
     let cannot = |e: std::io::Error| UsageError(format!("cannot read {flag} {}: {e}", path.display()));
     let metadata = std::fs::metadata(path).map_err(cannot)?;
     let text = std::fs::read_to_string(path).map_err(cannot)?;
-    let keys: Vec<Secret> = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(Secret::new)
-        .collect();
+    let mut keys = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if !line.is_empty() && !line.starts_with('#') {
+            keys.push(printable(&format!("{flag} {} line {}", path.display(), index + 1), line)?);
+        }
+    }
     if keys.is_empty() {
         return Err(UsageError(format!("{flag} {} holds no key (only blank lines and # comments)", path.display())));
     }
@@ -180,6 +193,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blank = file(dir.path(), "blank", "\n  \n# only a comment\n", 0o600);
         let two = file(dir.path(), "two", "a\nb\n", 0o600);
+        let control = file(dir.path(), "control", "fine\nbell\u{7}key\n", 0o600);
         let missing = dir.path().join("missing");
         let empty_env = |name: &'static str| move |n: &str| (n == name).then(|| OsString::from(" "));
         let no_env = |_: &str| None;
@@ -227,6 +241,21 @@ mod tests {
                 KeyArgs { admin_key_file: Some(two.clone()), ..KeyArgs::default() },
                 Box::new(no_env),
                 format!("--admin-key-file {} holds 2 keys; it takes one", two.display()),
+            ),
+            (
+                KeyArgs { api_keys: vec!["line\nbreak".into()], ..KeyArgs::default() },
+                Box::new(no_env),
+                "--api-key holds more than one line".into(),
+            ),
+            (
+                KeyArgs { admin_key: Some("caf\u{e9}".into()), ..KeyArgs::default() },
+                Box::new(no_env),
+                "--admin-key holds a character that is not printable ASCII".into(),
+            ),
+            (
+                KeyArgs { api_key_files: vec![control.clone()], ..KeyArgs::default() },
+                Box::new(no_env),
+                format!("--api-key-file {} line 2 holds a character that is not printable ASCII", control.display()),
             ),
             (
                 KeyArgs { api_key_files: vec![missing.clone()], ..KeyArgs::default() },
