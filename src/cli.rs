@@ -109,6 +109,29 @@ pub struct DeployArgs {
     /// Validate and show what would be deployed, then stop
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+/// Client and admin keys; `commands::keys` reads and checks them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KeyArgs {
+    /// A client API key (repeatable, so keys can be rotated). A key given on the command line
+    /// is visible to other users in the process list: prefer --api-key-file or TANDEMN_API_KEY
+    #[arg(long = "api-key", value_name = "KEY")]
+    pub api_keys: Vec<String>,
+    /// A file of client API keys, one per line; blank lines and # comments are ignored
+    /// (repeatable). Without --api-key or --api-key-file, the key in TANDEMN_API_KEY is used
+    #[arg(long = "api-key-file", value_name = "FILE")]
+    pub api_key_files: Vec<PathBuf>,
+    /// Key for /router/* and /metrics [default: TANDEMN_ADMIN_KEY, else router.admin_key, else
+    /// generated and printed at start]. A key given on the command line is visible to other users
+    /// in the process list: prefer --admin-key-file or TANDEMN_ADMIN_KEY
+    #[arg(long, value_name = "KEY", conflicts_with = "admin_key_file")]
+    pub admin_key: Option<String>,
+    /// A file holding the admin key (one line; blank lines and # comments are ignored)
+    #[arg(long, value_name = "FILE")]
+    pub admin_key_file: Option<PathBuf>,
 }
 
 impl DeployArgs {
@@ -242,12 +265,8 @@ pub struct RouterArgs {
     /// Concurrent requests per serverless endpoint [default: 32]
     #[arg(long, value_name = "N")]
     pub serverless_capacity: Option<u32>,
-    /// A client API key (repeatable, so keys can be rotated)
-    #[arg(long = "api-key", value_name = "KEY")]
-    pub api_keys: Vec<String>,
-    /// Key for /router/* and /metrics [default: generated and printed at start]
-    #[arg(long, value_name = "KEY", env = "TANDEMN_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
     /// Serve anyone: turn client auth off
     #[arg(long)]
     pub public: bool,

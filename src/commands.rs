@@ -5,6 +5,7 @@ mod cost;
 mod deploy;
 mod deployment;
 mod destroy;
+mod keys;
 mod list;
 mod preempt;
 mod router;
@@ -47,4 +48,49 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         cause.downcast_ref::<UsageError>().is_some() || cause.downcast_ref::<tandemn_config::ConfigError>().is_some()
     });
     if usage { 2 } else { 1 }
+}
+
+/// The error and its causes, each said once. A `thiserror` message that ends with its
+/// source's text (`"{path}: {source}"`) is followed by that source in the chain, which
+/// `{:#}` would print again.
+pub fn message(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut previous = String::new();
+    for cause in error.chain() {
+        let this = cause.to_string();
+        if this.is_empty() || previous.ends_with(&this) {
+            previous = this;
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&this);
+        previous = this;
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct Wrapping {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = || std::io::Error::other("disk on fire");
+        let wrapped = anyhow::Error::from(Wrapping { path: "state.db", source: io() });
+        assert_eq!(format!("{wrapped:#}"), "state.db: disk on fire: disk on fire", "what `{{:#}}` prints");
+        assert_eq!(message(&wrapped), "state.db: disk on fire");
+        let context = wrapped.context("opening the store");
+        assert_eq!(message(&context), "opening the store: state.db: disk on fire");
+        let distinct = anyhow::Error::from(io()).context("reading");
+        assert_eq!(message(&distinct), "reading: disk on fire");
+    }
 }

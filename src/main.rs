@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = commands::exit_code(&error);
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", commands::message(&error));
             ExitCode::from(code)
         }
     }

@@ -332,7 +332,7 @@ fn the_router_refuses_to_run_open_by_accident() {
         .tandemn(&["router", "--api-key", "k", "--spot", "ftp://x"])
         .assert()
         .code(2)
-        .stderr(contains("--spot: `ftp://x` must start with http://"));
+        .stderr(contains("--spot: the scheme `ftp` is not supported"));
 }
 
 #[test]
@@ -457,4 +457,197 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A loopback address nothing listens on (bound and released), for a server that must not start.
+fn unused_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn write_private(sandbox: &Sandbox, name: &str, text: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = sandbox.write(name, text);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// Finding 1: an empty or blank key, from any source, stops the start with exit 2 and a
+/// message naming the source; the router never listens.
+#[test]
+fn empty_keys_are_refused_at_startup_naming_their_source() {
+    let sandbox = Sandbox::new();
+    let blank = write_private(&sandbox, "blank.keys", "\n   \n# no key here\n", 0o600);
+    let blank = blank.to_str().unwrap();
+    let listen = unused_addr().to_string();
+    let router = ["router", "--listen", &listen, "--spot", "http://127.0.0.1:9"];
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, String);
+    let cases: Vec<Case> = vec![
+        (vec!["--api-key", ""], vec![], "--api-key is empty".into()),
+        (vec!["--api-key", "ok", "--api-key", " \t "], vec![], "--api-key is empty".into()),
+        (vec!["--api-key", "ok", "--admin-key", ""], vec![], "--admin-key is empty".into()),
+        (vec!["--api-key", "ok"], vec![("TANDEMN_ADMIN_KEY", "")], "TANDEMN_ADMIN_KEY is set but empty".into()),
+        (vec![], vec![("TANDEMN_API_KEY", " ")], "TANDEMN_API_KEY is set but empty".into()),
+        (vec!["--api-key-file", blank], vec![], format!("--api-key-file {blank} holds no key")),
+        (vec!["--api-key", "ok", "--admin-key-file", blank], vec![], format!("--admin-key-file {blank} holds no key")),
+    ];
+    for (flags, env, expected) in &cases {
+        let mut command = sandbox.tandemn(&[&router[..], flags].concat());
+        command.envs(env.iter().copied()).timeout(std::time::Duration::from_secs(20));
+        let assert = command.assert().code(2).stderr(contains(expected.as_str()));
+        let out = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+        assert!(!out.contains("tandemn router on"), "{flags:?} {env:?} started: {out}");
+        assert!(std::net::TcpStream::connect(&listen).is_err(), "{flags:?} {env:?}: something listens");
+    }
+    // deploy refuses them too, before it records anything.
+    let deploy = ["deploy", "--config", "examples/local.yaml"];
+    sandbox
+        .tandemn(&[&deploy[..], &["--api-key", " "]].concat())
+        .assert()
+        .code(2)
+        .stderr(contains("--api-key is empty"));
+    sandbox
+        .tandemn(&deploy)
+        .env("TANDEMN_ADMIN_KEY", "")
+        .assert()
+        .code(2)
+        .stderr(contains("TANDEMN_ADMIN_KEY is set but empty"));
+    sandbox
+        .tandemn(&[&deploy[..], &["--admin-key-file", blank]].concat())
+        .assert()
+        .code(2)
+        .stderr(contains(format!("--admin-key-file {blank} holds no key")));
+    assert!(!sandbox.state().join("state.db").exists(), "a refused deploy records nothing");
+}
+
+/// Finding 10b: keys come from files and the environment, off the command line; a key
+/// file others can read is warned about; the help says why.
+#[test]
+fn router_keys_come_from_files_and_the_environment() {
+    let sandbox = Sandbox::new();
+    let keys = write_private(&sandbox, "client.keys", "# rotated\nkey-one\n\nkey-two\n", 0o600);
+    let admin = write_private(&sandbox, "admin.key", "admin-from-file\n", 0o600);
+    let listen = unused_addr();
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandemn"))
+        .args(["router", "--listen", &listen.to_string(), "--spot", "http://127.0.0.1:9"])
+        .args(["--api-key-file", keys.to_str().unwrap(), "--admin-key-file", admin.to_str().unwrap()])
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut router = KillOnDrop(child.unwrap());
+    let first = std::io::BufRead::lines(std::io::BufReader::new(router.0.stdout.take().unwrap())).next();
+    assert!(!first.unwrap().unwrap().contains("admin key"), "a given admin key is not printed");
+    wait_until(|| std::net::TcpStream::connect(listen).is_ok());
+    let status = |path: &str, key: &str| http_get(listen, path, key).split(' ').nth(1).unwrap().to_string();
+    assert_ne!(status("/v1/models", "key-one"), "401");
+    assert_ne!(status("/v1/models", "key-two"), "401");
+    assert_eq!(status("/v1/models", "rotated"), "401", "comments are not keys");
+    assert_eq!(status("/router/health", "admin-from-file"), "200");
+    drop(router);
+
+    let listen = unused_addr();
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandemn"))
+        .args(["router", "--listen", &listen.to_string(), "--spot", "http://127.0.0.1:9"])
+        .env_clear()
+        .env("TANDEMN_API_KEY", "key-from-env")
+        .env("TANDEMN_ADMIN_KEY", "admin-from-env")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let _router = KillOnDrop(child.unwrap());
+    wait_until(|| std::net::TcpStream::connect(listen).is_ok());
+    let status = |path: &str, key: &str| http_get(listen, path, key).split(' ').nth(1).unwrap().to_string();
+    assert_ne!(status("/v1/models", "key-from-env"), "401");
+    assert_eq!(status("/v1/models", "admin-from-env"), "401");
+    assert_eq!(status("/router/health", "admin-from-env"), "200");
+
+    // A key file others can read works, with a warning that never shows the key.
+    let loose = write_private(&sandbox, "loose.keys", "key-loose\n", 0o644);
+    let assert = sandbox
+        .tandemn(&["deploy", "--dry-run", "--config", "examples/local.yaml", "--api-key-file", loose.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(contains("1 API key(s)"));
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(stderr.contains("can be read or written by group or others (mode 0644)"), "{stderr}");
+    assert!(!stderr.contains("key-loose"), "{stderr}");
+
+    let help = stdout_of(&mut sandbox.tandemn(&["router", "--help"]));
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for text in ["--api-key-file", "--admin-key-file", "TANDEMN_API_KEY", "TANDEMN_ADMIN_KEY", "visible to other users"]
+    {
+        assert!(help.contains(text), "router --help lacks {text}: {help}");
+    }
+}
+
+/// Finding 13: one corrupt `deployments` row is named and skipped; the others are listed
+/// and destroyed, and `destroy` of the bad one still does what it can.
+#[test]
+fn a_corrupt_deployment_row_spoils_no_other() {
+    let sandbox = Sandbox::new();
+    seed(&sandbox.state(), "alpha", "L4", DeploymentStatus::Active);
+    seed(&sandbox.state(), "beta", "L4", DeploymentStatus::Active);
+    seed(&sandbox.state(), "gamma", "H100", DeploymentStatus::Deploying);
+    let db = rusqlite::Connection::open(sandbox.state().join("state.db")).unwrap();
+    db.execute("UPDATE deployments SET status = 'exploded' WHERE service_name = 'beta'", []).unwrap();
+    drop(db);
+    let path = sandbox.state().join("state.db");
+    let warning =
+        format!("warning: {}: deployment `beta` has an unreadable record: unknown status `exploded`", path.display());
+
+    let assert = sandbox.tandemn(&["list"]).assert().success().stderr(contains(&warning));
+    let out = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert!(out.contains("alpha") && out.contains("gamma") && !out.contains("beta"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&stdout_of(&mut sandbox.tandemn(&["list", "--json"]))).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+
+    let assert = sandbox.tandemn(&["destroy", "--all"]).assert().code(1).stderr(contains(&warning));
+    let out = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert!(out.contains("alpha: nothing was running; marked destroyed"), "{out}");
+    assert!(out.contains("gamma: nothing was running; marked destroyed"), "{out}");
+    sandbox
+        .tandemn(&["destroy", "--service-name", "beta"])
+        .assert()
+        .success()
+        .stdout(contains("beta: nothing was running; marked destroyed"));
+    // Destroying it mended its status.
+    let out = String::from_utf8_lossy(&sandbox.tandemn(&["list"]).assert().success().stderr("").get_output().stdout)
+        .to_string();
+    assert!(out.lines().any(|l| l.starts_with("beta") && l.contains("destroyed")), "{out}");
+}
+
+/// Finding 13: a corrupted store's error says each cause once.
+#[test]
+fn a_corrupted_state_error_says_its_cause_once() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.state()).unwrap();
+    let path = sandbox.state().join("state.db");
+    std::fs::write(&path, "this is not a database, just some text that is long enough to be read as a header").unwrap();
+    sandbox.tandemn(&["list"]).assert().code(1).stderr(format!("error: {}: file is not a database\n", path.display()));
+
+    std::fs::remove_file(&path).unwrap();
+    seed(&sandbox.state(), "alpha", "L4", DeploymentStatus::Active);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute(
+        "INSERT INTO runs (service_name, pid, endpoint, started_at_ms, updated_at_ms)
+         VALUES ('alpha', 'not-a-pid', 'http://127.0.0.1:9', 1, 1)",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    sandbox.tandemn(&["status", "--service-name", "alpha"]).assert().code(1).stderr(format!(
+        "error: {}: deployment `alpha` has an unreadable record: runs: `pid` holds text, not the expected type\n",
+        path.display()
+    ));
+}
+
+#[test]
+fn check_reports_an_empty_key_without_a_config() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .tandemn(&["check"])
+        .env("TANDEMN_API_KEY", "")
+        .assert()
+        .code(2)
+        .stdout(contains("Keys: TANDEMN_API_KEY is set but empty"));
 }

@@ -40,36 +40,71 @@ struct Deployment {
     child: Child,
     endpoint: String,
     api_key: String,
+    /// Printed once when generated (it is stored nowhere).
+    admin_key: String,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Collects a child's output lines as they come (and keeps its pipe drained).
+fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
 }
 
 impl Deployment {
     fn start() -> Deployment {
-        let home = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), &[])
+    }
+
+    /// `tandemn deploy` of CONFIG with `home` as HOME and TANDEMN_HOME, plus `env`.
+    fn start_in(home: tempfile::TempDir, env: &[(&str, &str)]) -> Deployment {
         let config = home.path().join("story.yaml");
         std::fs::write(&config, CONFIG).unwrap();
         let child = tandemn(home.path())
             .args(["deploy", "--config", config.to_str().unwrap()])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         // Owned by the value that kills it on drop before anything can fail.
-        let mut deployment = Deployment { home, child, endpoint: String::new(), api_key: String::new() };
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stdout = deployment.child.stdout.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let mut deployment = Deployment {
+            home,
+            child,
+            endpoint: String::new(),
+            api_key: String::new(),
+            admin_key: String::new(),
+            stdout: Arc::default(),
+            stderr: Arc::default(),
+        };
+        deployment.stdout = collect(deployment.child.stdout.take().unwrap());
+        deployment.stderr = collect(deployment.child.stderr.take().unwrap());
+        let lines = deployment.stdout.clone();
         let field = |name: &str| {
             let found = lines.lock().unwrap().iter().find(|l| l.starts_with(name)).cloned();
-            found.map(|line| line.split_whitespace().nth(if name == "api key" { 2 } else { 1 }).unwrap().to_string())
+            found.map(|line| line.split_whitespace().nth(2).unwrap().to_string())
         };
-        wait_for("the endpoint and key to be printed", Duration::from_secs(30), || field("api key").is_some());
-        deployment.endpoint = field("endpoint").unwrap().trim_end_matches("/v1").to_string();
+        wait_for("the endpoint and keys to be printed", Duration::from_secs(30), || field("admin key").is_some());
+        deployment.endpoint = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.strip_prefix("endpoint"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches("/v1")
+            .to_string();
         deployment.api_key = field("api key").unwrap();
+        deployment.admin_key = field("admin key").unwrap();
         deployment
     }
 
@@ -101,7 +136,7 @@ fn tandemn(home: &Path) -> Command {
     command
 }
 
-fn wait_for(what: &str, timeout: Duration, done: impl Fn() -> bool) {
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if done() {
@@ -361,4 +396,248 @@ fn a_dead_serverless_endpoint_is_deployed_again() {
 /// Every request gives up after 30 s: a stuck stream fails the test instead of hanging it.
 fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// A `tandemn` process that must end by itself within `timeout`; killed if it does not.
+fn finishes(mut command: Command, timeout: Duration) -> std::process::Output {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the command still ran after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn pids_of(status: &Value) -> Vec<u64> {
+    let mut pids: Vec<u64> = status["replicas"].as_array().unwrap().iter().filter_map(|r| r["pid"].as_u64()).collect();
+    pids.extend(status["serverless"]["pid"].as_u64());
+    pids
+}
+
+/// Finding 6: a second deploy of a running service is refused at once, naming the pid
+/// that holds it, and changes nothing; `destroy` then stops everything.
+#[test]
+fn a_second_deploy_of_a_running_service_is_refused_and_changes_nothing() {
+    let mut deployment = Deployment::start();
+    let target = (deployment.endpoint.clone(), deployment.api_key.clone());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert!(runtime.block_on(request(&client(), &target, 2)).ok);
+    let before = deployment.status();
+    let pid = deployment.child.id();
+    assert_eq!(before["pid"].as_u64(), Some(u64::from(pid)));
+
+    let config = deployment.home.path().join("story.yaml");
+    let mut second = tandemn(deployment.home.path());
+    second.args(["deploy", "--config", config.to_str().unwrap()]);
+    let refused = finishes(second, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "`story` is already being deployed by another process (pid {pid}); stop it with \
+             `tandemn destroy --service-name story` (or `kill {pid}`)"
+        )),
+        "{stderr}"
+    );
+    let after = deployment.status();
+    assert_eq!((&after["pid"], &after["endpoint"]), (&before["pid"], &before["endpoint"]), "the record is the first's");
+    assert!(runtime.block_on(request(&client(), &target, 2)).ok, "the first still serves");
+
+    let pids = pids_of(&after);
+    let destroyed = tandemn(deployment.home.path()).args(["destroy", "--service-name", "story"]).output().unwrap();
+    assert!(destroyed.status.success(), "{}", String::from_utf8_lossy(&destroyed.stderr));
+    wait_for("the deploy process to exit", Duration::from_secs(30), || deployment.child.try_wait().unwrap().is_some());
+    wait_for("no replica or serverless process left", Duration::from_secs(10), || {
+        pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    });
+}
+
+/// Finding 6: the lock is taken before anything is written, and whoever holds it is
+/// named; once it is free, the deploy runs.
+#[test]
+fn deploy_takes_the_service_lock_before_it_writes_anything() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("locks")).unwrap();
+    let lock = std::fs::File::create(home.path().join("locks/story.lock")).unwrap();
+    lock.try_lock().unwrap();
+    std::io::Write::write_all(&mut &lock, format!("{}\n", std::process::id()).as_bytes()).unwrap();
+    std::fs::write(home.path().join("story.yaml"), CONFIG).unwrap();
+
+    let mut deploy = tandemn(home.path());
+    deploy.args(["deploy", "--config", home.path().join("story.yaml").to_str().unwrap()]);
+    let refused = finishes(deploy, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("another process (pid {})", std::process::id())), "{stderr}");
+    assert!(!home.path().join("state.db").exists(), "nothing was written before the lock");
+
+    drop(lock);
+    let deployment = Deployment::start_in(home, &[]);
+    assert_eq!(deployment.status()["pid"].as_u64(), Some(u64::from(deployment.child.id())));
+}
+
+/// Every byte SQLite keeps for the store: the file, its WAL and its shared memory.
+fn state_bytes(home: &Path) -> Vec<u8> {
+    ["state.db", "state.db-wal", "state.db-shm"]
+        .iter()
+        .flat_map(|name| std::fs::read(home.join(name)).unwrap_or_default())
+        .collect()
+}
+
+async fn status_of(url: String, key: &str, post: bool) -> u16 {
+    let client = client();
+    let request = if post { client.post(url).body("{\"backends\": []}") } else { client.get(url) };
+    request.header("x-api-key", key).send().await.unwrap().status().as_u16()
+}
+
+/// Finding 10a: neither the client key nor the admin key reaches state.db; `status`
+/// reads the router's health with a per-run token that opens nothing else.
+#[test]
+fn no_key_is_stored_and_status_reads_health_with_its_own_token() {
+    let deployment = Deployment::start();
+    let target = (deployment.endpoint.clone(), deployment.api_key.clone());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert!(runtime.block_on(request(&client(), &target, 2)).ok);
+    wait_for("the router's health in status", Duration::from_secs(10), || {
+        deployment.status()["router"]["backends"].as_array().is_some_and(|b| !b.is_empty())
+    });
+
+    let bytes = state_bytes(deployment.home.path());
+    for (what, key) in [("client key", &deployment.api_key), ("admin key", &deployment.admin_key)] {
+        assert!(key.len() > 20, "{what}: {key}");
+        assert!(!bytes.windows(key.len()).any(|w| w == key.as_bytes()), "the {what} is in state.db");
+    }
+
+    let store = tandemn_provisioner::StateStore::open(deployment.home.path()).unwrap();
+    let token = store.run("story").unwrap().unwrap().health_token.unwrap();
+    let url = |path: &str| format!("{}{path}", deployment.endpoint);
+    let admin = &deployment.admin_key;
+    let got = |path: &str, key: &str, post: bool| runtime.block_on(status_of(url(path), key, post));
+    assert_eq!(got("/router/health", &token, false), 200);
+    assert_eq!(got("/metrics", &token, false), 401, "the token opens health only");
+    assert_eq!(got("/router/config", &token, true), 401, "the token opens health only");
+    assert_eq!(got("/metrics", admin, false), 200, "the printed admin key works");
+}
+
+/// Finding 12: SIGHUP does not stop a deployment; it keeps serving and later stops
+/// cleanly on SIGTERM.
+#[test]
+fn sighup_leaves_a_deployment_serving() {
+    let mut deployment = Deployment::start_in(tempfile::tempdir().unwrap(), &[("RUST_LOG", "info")]);
+    let target = (deployment.endpoint.clone(), deployment.api_key.clone());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert!(runtime.block_on(request(&client(), &target, 2)).ok);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(deployment.child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGHUP).unwrap();
+    let stderr = deployment.stderr.clone();
+    wait_for("the SIGHUP to be logged", Duration::from_secs(10), || {
+        stderr.lock().unwrap().iter().any(|l| l.contains("SIGHUP ignored; deploy has no config to reload"))
+    });
+    assert!(deployment.child.try_wait().unwrap().is_none(), "SIGHUP stopped the deployment");
+    for _ in 0..3 {
+        let outcome = runtime.block_on(request(&client(), &target, 2));
+        assert!(outcome.ok, "{outcome:?}");
+    }
+
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = deployment.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the deploy process did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let stdout = deployment.stdout.clone();
+    wait_for("the stop summary", Duration::from_secs(5), || {
+        stdout.lock().unwrap().iter().any(|l| l.starts_with("story stopped after"))
+    });
+    assert_eq!(deployment.status()["status"], "destroyed");
+}
+
+/// Finding 6: two deploys of one service started at the same moment: exactly one runs,
+/// and the other is refused naming it.
+#[test]
+fn of_two_deploys_started_at_once_exactly_one_runs() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("story.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let spawn = || {
+        let child = tandemn(home.path())
+            .args(["deploy", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        KillOnDrop(child)
+    };
+    let mut both = [spawn(), spawn()];
+    let mut refused = None;
+    wait_for("one of the two to be refused", Duration::from_secs(20), || {
+        refused = both.iter_mut().enumerate().find_map(|(i, d)| d.0.try_wait().unwrap().map(|code| (i, code)));
+        refused.is_some()
+    });
+    let (loser, code) = refused.unwrap();
+    let winner = both[1 - loser].0.id();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut both[loser].0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(code.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("already being deployed by another process (pid {winner})")), "{stderr}");
+    let status = || {
+        let output = tandemn(home.path()).args(["status", "--service-name", "story", "--json"]).output().unwrap();
+        serde_json::from_slice::<Value>(&output.stdout).unwrap_or(Value::Null)
+    };
+    wait_for("the winner's run record", Duration::from_secs(20), || {
+        status()["pid"].as_u64() == Some(u64::from(winner))
+    });
+    assert!(both[1 - loser].0.try_wait().unwrap().is_none(), "the winner keeps running");
+    let destroyed = tandemn(home.path()).args(["destroy", "--service-name", "story"]).output().unwrap();
+    assert!(destroyed.status.success(), "{}", String::from_utf8_lossy(&destroyed.stderr));
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Finding 13: a running deployment whose record was corrupted is still listed apart and
+/// stopped by `destroy --service-name`, with every process it ran.
+#[test]
+fn destroy_stops_a_running_deployment_whose_record_is_corrupt() {
+    let mut deployment = Deployment::start();
+    let target = (deployment.endpoint.clone(), deployment.api_key.clone());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert!(runtime.block_on(request(&client(), &target, 2)).ok);
+    wait_for("a spot replica process", Duration::from_secs(10), || {
+        deployment.status()["replicas"].as_array().unwrap().iter().any(|r| r["pid"].is_u64())
+    });
+    let pids = pids_of(&deployment.status());
+    let db = rusqlite::Connection::open(deployment.home.path().join("state.db")).unwrap();
+    db.execute("UPDATE deployments SET config_json = '{broken' WHERE service_name = 'story'", []).unwrap();
+    drop(db);
+
+    let list = tandemn(deployment.home.path()).arg("list").output().unwrap();
+    assert!(list.status.success());
+    assert!(
+        String::from_utf8_lossy(&list.stderr).contains("deployment `story` has an unreadable record: config_json:")
+    );
+    let destroyed = tandemn(deployment.home.path()).args(["destroy", "--service-name", "story"]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&destroyed.stdout), String::from_utf8_lossy(&destroyed.stderr));
+    assert!(destroyed.status.success(), "{stderr}");
+    assert!(stderr.contains("stopping what its run recorded anyway"), "{stderr}");
+    assert!(stdout.contains("story: destroyed; its record is unreadable, so there is no cost report"), "{stdout}");
+    wait_for("the deploy process to exit", Duration::from_secs(30), || deployment.child.try_wait().unwrap().is_some());
+    wait_for("no replica or serverless process left", Duration::from_secs(10), || {
+        pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    });
 }

@@ -9,6 +9,8 @@ pub mod local;
 pub mod process;
 pub mod provider;
 pub mod reconciler;
+pub mod service_lock;
 pub mod state_store;
 
-pub use state_store::{Deployment, DeploymentStatus, StateStore, StoreError};
+pub use service_lock::{LockError, ServiceLock};
+pub use state_store::{Deployment, DeploymentStatus, Listing, StateStore, StoreError};

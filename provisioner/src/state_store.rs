@@ -4,9 +4,9 @@
 use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tandemn_config::{Choice, DeploymentSpec};
 
 mod runs;
@@ -82,6 +82,15 @@ const MIGRATIONS: &[&str] = &[
         stopped_at_ms INTEGER,
         PRIMARY KEY (service_name, container)
     );",
+    // 3: no secrets at rest. The admin and client keys older versions kept in `runs` are
+    // dropped, and `scrub_pending` asks for the file to be vacuumed (see `scrub`), so no
+    // freed page keeps a copy; `status` authenticates with a per-run token that opens
+    // `/router/health` only.
+    "ALTER TABLE runs DROP COLUMN api_key;
+    ALTER TABLE runs DROP COLUMN admin_key;
+    ALTER TABLE runs ADD COLUMN health_token TEXT;
+    CREATE TABLE scrub_pending (since_version INTEGER NOT NULL);
+    INSERT INTO scrub_pending VALUES (3);",
 ];
 
 const FILE_NAME: &str = "state.db";
@@ -90,10 +99,12 @@ const FILE_NAME: &str = "state.db";
 pub enum StoreError {
     #[error("neither TANDEMN_HOME nor HOME is set, so there is nowhere to keep state")]
     NoHome,
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    // The cause is in the message and deliberately not a `#[source]`: printed as a chain,
+    // it would say the same thing twice (`state.db: X: X`).
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
+    #[error("{path}: {error}")]
+    Sqlite { path: PathBuf, error: rusqlite::Error },
     #[error("{path} was written by a newer tandemn (schema version {found}, this one knows {known}); upgrade tandemn")]
     NewerSchema { path: PathBuf, found: usize, known: usize },
     #[error("{path}: deployment `{name}` has an unreadable record: {detail}")]
@@ -171,7 +182,7 @@ impl StateStore {
     /// Opens (creating if needed) the store in `dir`; the directory is made 0700 and
     /// the database 0600 before SQLite writes anything to it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let io = |path: &Path, source| StoreError::Io { path: path.to_path_buf(), source };
+        let io = |path: &Path, error| StoreError::Io { path: path.to_path_buf(), error };
         DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| io(dir, e))?;
         let path = dir.join(FILE_NAME);
         // Only a missing file is created here: closing any descriptor of an open SQLite
@@ -182,10 +193,23 @@ impl StateStore {
         }
         std::fs::set_permissions(&path, Permissions::from_mode(0o600)).map_err(|e| io(&path, e))?;
 
-        let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
+        let sqlite = |error| StoreError::Sqlite { path: path.clone(), error };
         let connection = Connection::open(&path).map_err(sqlite)?;
         connection.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
-        connection.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+        // Switching a new file to WAL takes an exclusive lock that SQLite does not wait for
+        // while another connection is switching too (waiting could deadlock): retry.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match connection.pragma_update(None, "journal_mode", "WAL") {
+                Err(error)
+                    if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                done => break done.map_err(sqlite)?,
+            }
+        }
         connection.pragma_update(None, "foreign_keys", true).map_err(sqlite)?;
         let mut store = Self { connection, path };
         store.migrate()?;
@@ -196,24 +220,73 @@ impl StateStore {
         &self.path
     }
 
+    /// A value of the wrong type in one of `service`'s rows is that deployment's
+    /// corruption, said in words; any other failure is the store's.
+    fn row_error(&self, service: &str, table: &str, error: rusqlite::Error) -> StoreError {
+        let column = match &error {
+            rusqlite::Error::InvalidColumnType(_, name, _) => name.clone(),
+            rusqlite::Error::IntegralValueOutOfRange(index, _)
+            | rusqlite::Error::FromSqlConversionFailure(index, _, _) => format!("column {index}"),
+            _ => return StoreError::Sqlite { path: self.path.clone(), error },
+        };
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            name: service.to_string(),
+            detail: format!("{table}: {}", column_problem(&column, &error)),
+        }
+    }
+
     fn sqlite(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        |source| StoreError::Sqlite { path: self.path.clone(), source }
+        |error| StoreError::Sqlite { path: self.path.clone(), error }
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
-        let applied: usize = self.connection.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
-        if applied > MIGRATIONS.len() {
-            return Err(StoreError::NewerSchema { path: path.clone(), found: applied, known: MIGRATIONS.len() });
+        let sqlite = |error| StoreError::Sqlite { path: path.clone(), error };
+        let version = |connection: &Connection| -> Result<usize, StoreError> {
+            let applied: usize = connection.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
+            if applied > MIGRATIONS.len() {
+                return Err(StoreError::NewerSchema { path: path.clone(), found: applied, known: MIGRATIONS.len() });
+            }
+            Ok(applied)
+        };
+        if version(&self.connection)? == MIGRATIONS.len() {
+            self.scrub();
+            return Ok(());
         }
+        // One process migrates at a time: the write lock is taken before the version is
+        // read again, so two processes opening a new file do not both create its tables.
+        let tx = self.connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
+        let applied = version(&tx)?;
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-            let tx = self.connection.transaction().map_err(sqlite)?;
             tx.execute_batch(migration).map_err(sqlite)?;
             tx.pragma_update(None, "user_version", index + 1).map_err(sqlite)?;
-            tx.commit().map_err(sqlite)?;
         }
+        tx.commit().map_err(sqlite)?;
+        self.scrub();
         Ok(())
+    }
+
+    /// A dropped column's old values stay in freed pages and in the WAL until they are
+    /// overwritten: VACUUM rewrites the file, the checkpoint empties the WAL. Until that
+    /// succeeds (another process may hold the file), every open tries again.
+    fn scrub(&self) {
+        let pending = self
+            .connection
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'scrub_pending'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .is_ok_and(|n| n > 0);
+        if !pending {
+            return;
+        }
+        let scrubbed = self
+            .connection
+            .execute_batch("VACUUM; DROP TABLE scrub_pending;")
+            .and_then(|()| self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
+        if let Err(error) = scrubbed {
+            tracing::warn!(path = %self.path.display(), %error, "could not vacuum the state store yet; trying again at the next open");
+        }
     }
 
     /// Inserts or updates a deployment; `created_at` is kept from the first save.
@@ -260,15 +333,17 @@ impl StateStore {
         Ok(changed == 1)
     }
 
+    /// One deployment; a row that cannot be read is `StoreError::Corrupt`, naming what is wrong.
     pub fn deployment(&self, service_name: &str) -> Result<Option<Deployment>, StoreError> {
         let mut statement =
             self.connection.prepare(&format!("{SELECT} WHERE service_name = ?1")).map_err(self.sqlite())?;
         let raw = statement.query_row([service_name], RawRow::read).optional().map_err(self.sqlite())?;
-        raw.map(|raw| raw.into_deployment(&self.path)).transpose()
+        raw.map(|raw| raw.and_then(|raw| raw.into_deployment()).map_err(|bad| bad.into_error(&self.path))).transpose()
     }
 
-    /// Deployments, newest first, optionally only those with `status`.
-    pub fn deployments(&self, status: Option<DeploymentStatus>) -> Result<Vec<Deployment>, StoreError> {
+    /// Deployments, newest first, optionally only those with `status`. A row that cannot
+    /// be read is listed apart (as `StoreError::Corrupt`), so one bad row hides no other.
+    pub fn deployments(&self, status: Option<DeploymentStatus>) -> Result<Listing, StoreError> {
         let mut statement = self
             .connection
             .prepare(&format!("{SELECT} WHERE ?1 IS NULL OR status = ?1 ORDER BY created_at_ms DESC, service_name"))
@@ -278,12 +353,27 @@ impl StateStore {
             .map_err(self.sqlite())?
             .collect::<Result<Vec<_>, _>>()
             .map_err(self.sqlite())?;
-        rows.into_iter().map(|raw| raw.into_deployment(&self.path)).collect()
+        let mut listing = Listing::default();
+        for row in rows {
+            match row.and_then(RawRow::into_deployment) {
+                Ok(deployment) => listing.deployments.push(deployment),
+                Err(bad) => listing.unreadable.push(bad.into_error(&self.path)),
+            }
+        }
+        Ok(listing)
     }
 }
 
+/// What `StateStore::deployments` found: the rows it could read, and the others.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub deployments: Vec<Deployment>,
+    /// One `StoreError::Corrupt` per row that could not be read.
+    pub unreadable: Vec<StoreError>,
+}
+
 const SELECT: &str = "SELECT service_name, status, created_at_ms, updated_at_ms, model, gpu, gpu_count,
-    serverless_provider, spots_cloud, region, config_json FROM deployments";
+    serverless_provider, spots_cloud, region, config_json, rowid FROM deployments";
 
 /// A row as SQLite holds it, before its text columns are parsed.
 struct RawRow {
@@ -300,29 +390,62 @@ struct RawRow {
     config_json: String,
 }
 
+/// A row that could not be read: which one, and what is wrong with it.
+struct BadRow {
+    name: String,
+    detail: String,
+}
+
+impl BadRow {
+    fn into_error(self, path: &Path) -> StoreError {
+        StoreError::Corrupt { path: path.to_path_buf(), name: self.name, detail: self.detail }
+    }
+}
+
 impl RawRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            service_name: row.get(0)?,
-            status: row.get(1)?,
-            created_at_ms: row.get(2)?,
-            updated_at_ms: row.get(3)?,
-            model: row.get(4)?,
-            gpu: row.get(5)?,
-            gpu_count: row.get(6)?,
-            serverless_provider: row.get(7)?,
-            spots_cloud: row.get(8)?,
-            region: row.get(9)?,
-            config_json: row.get(10)?,
-        })
+    /// Reads a row; a column of the wrong type or NULL makes this row bad, not the query.
+    fn read(row: &Row<'_>) -> rusqlite::Result<Result<Self, BadRow>> {
+        let rowid: i64 = row.get(11)?;
+        let service_name = match row.get::<_, String>(0) {
+            Ok(name) => name,
+            Err(error) => {
+                let detail = column_problem("service_name", &error);
+                return Ok(Err(BadRow { name: format!("<unnamed, rowid {rowid}>"), detail }));
+            }
+        };
+        let bad = |column: &str, error: rusqlite::Error| BadRow {
+            name: service_name.clone(),
+            detail: column_problem(column, &error),
+        };
+        macro_rules! column {
+            ($index:expr, $name:expr) => {
+                match row.get($index) {
+                    Ok(value) => value,
+                    Err(error) => return Ok(Err(bad($name, error))),
+                }
+            };
+        }
+        Ok(Ok(Self {
+            status: column!(1, "status"),
+            created_at_ms: column!(2, "created_at_ms"),
+            updated_at_ms: column!(3, "updated_at_ms"),
+            model: column!(4, "model"),
+            gpu: column!(5, "gpu"),
+            gpu_count: column!(6, "gpu_count"),
+            serverless_provider: column!(7, "serverless_provider"),
+            spots_cloud: column!(8, "spots_cloud"),
+            region: column!(9, "region"),
+            config_json: column!(10, "config_json"),
+            service_name,
+        }))
     }
 
-    fn into_deployment(self, path: &Path) -> Result<Deployment, StoreError> {
-        let corrupt =
-            |detail: String| StoreError::Corrupt { path: path.to_path_buf(), name: self.service_name.clone(), detail };
+    fn into_deployment(self) -> Result<Deployment, BadRow> {
+        let name = self.service_name.clone();
+        let corrupt = |detail: String| BadRow { name: name.clone(), detail };
         let status = DeploymentStatus::parse(&self.status)
             .ok_or_else(|| corrupt(format!("unknown status `{}`", self.status)))?;
-        let config = serde_json::from_str(&self.config_json).map_err(|e| corrupt(format!("config: {e}")))?;
+        let config = serde_json::from_str(&self.config_json).map_err(|e| corrupt(format!("config_json: {e}")))?;
         Ok(Deployment {
             service_name: self.service_name,
             status,
@@ -336,6 +459,20 @@ impl RawRow {
             region: self.region,
             config,
         })
+    }
+}
+
+/// What is wrong with one column, in words (SQLite's own message names an index).
+fn column_problem(column: &str, error: &rusqlite::Error) -> String {
+    use rusqlite::types::Type;
+    match error {
+        rusqlite::Error::InvalidColumnType(_, _, Type::Null) => format!("`{column}` is NULL"),
+        rusqlite::Error::InvalidColumnType(_, _, found) => {
+            format!("`{column}` holds {}, not the expected type", found.to_string().to_lowercase())
+        }
+        rusqlite::Error::IntegralValueOutOfRange(_, value) => format!("`{column}` is out of range: {value}"),
+        rusqlite::Error::FromSqlConversionFailure(_, _, cause) => format!("`{column}`: {cause}"),
+        other => format!("`{column}`: {other}"),
     }
 }
 
@@ -406,7 +543,7 @@ mod tests {
         assert!(store.deployment("missing").unwrap().is_none());
 
         let names = |status| -> Vec<String> {
-            store.deployments(status).unwrap().into_iter().map(|d| d.service_name).collect()
+            store.deployments(status).unwrap().deployments.into_iter().map(|d| d.service_name).collect()
         };
         assert_eq!(names(None).len(), 2);
         assert_eq!(names(Some(DeploymentStatus::Active)), ["second"]);
@@ -438,5 +575,159 @@ mod tests {
         let err = StateStore::open(dir.path()).err().unwrap();
         assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
         assert!(err.to_string().contains("upgrade tandemn"));
+    }
+
+    #[test]
+    fn processes_opening_a_new_store_at_once_migrate_it_once() {
+        // Each round a fresh file, opened by several connections at the same moment (as
+        // two deploys started together, or a deploy and a `list`, would).
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            // Created first, as `open` does: threads of one process closing a descriptor of
+            // the file would drop each other's POSIX locks, which processes do not.
+            OpenOptions::new().create(true).append(true).mode(0o600).open(dir.path().join(FILE_NAME)).unwrap();
+            let barrier = std::sync::Barrier::new(6);
+            std::thread::scope(|scope| {
+                let opened: Vec<_> = (0..6)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            StateStore::open(dir.path()).map(drop)
+                        })
+                    })
+                    .collect();
+                for open in opened {
+                    open.join().unwrap().unwrap();
+                }
+            });
+        }
+    }
+
+    /// Builds a store as tandemn 0.1 (schema 2) left it: keys in `runs`, older runs' keys
+    /// in freed pages, the journal in WAL mode.
+    fn schema_2_with_secrets(dir: &Path) {
+        let connection = Connection::open(dir.join(FILE_NAME)).unwrap();
+        connection.pragma_update(None, "journal_mode", "WAL").unwrap();
+        for migration in &MIGRATIONS[..2] {
+            connection.execute_batch(migration).unwrap();
+        }
+        connection.pragma_update(None, "user_version", 2).unwrap();
+        let insert = |name: &str, client: &str, admin: &str| {
+            connection
+                .execute(
+                    "INSERT INTO runs (service_name, pid, endpoint, api_key, admin_key, started_at_ms, updated_at_ms)
+                     VALUES (?1, 42, 'http://127.0.0.1:1', ?2, ?3, 1000, 1000)",
+                    params![name, client, admin],
+                )
+                .unwrap();
+        };
+        // Enough older runs to fill pages that the delete then frees whole.
+        for n in 0..200 {
+            insert(&format!("old-{n}"), "tdn-OLD-CLIENT-SECRET", "tdn-admin-OLD-ADMIN-SECRET");
+        }
+        connection.execute("DELETE FROM runs WHERE service_name LIKE 'old-%'", []).unwrap();
+        insert("svc", "tdn-CLIENT-SECRET", "tdn-admin-ADMIN-SECRET");
+    }
+
+    /// Every byte SQLite keeps for the store: the file, its WAL and its shared memory.
+    fn raw_bytes(dir: &Path) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            bytes.extend(std::fs::read(dir.join(format!("{FILE_NAME}{suffix}"))).unwrap_or_default());
+        }
+        bytes
+    }
+
+    fn holds(haystack: &[u8], needle: &str) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn upgrading_erases_the_keys_older_versions_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        schema_2_with_secrets(dir.path());
+        assert!(holds(&raw_bytes(dir.path()), "ADMIN-SECRET"), "the fixture holds the keys");
+
+        let store = StateStore::open(dir.path()).unwrap();
+        let version: usize = store.connection.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        let run = store.run("svc").unwrap().unwrap();
+        assert_eq!((run.pid, run.health_token), (42, None), "the run survives, without a token");
+        let columns: Vec<String> = store
+            .connection
+            .prepare("SELECT name FROM pragma_table_info('runs')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!columns.iter().any(|c| c == "api_key" || c == "admin_key"), "{columns:?}");
+        assert!(columns.iter().any(|c| c == "health_token"), "{columns:?}");
+        let pending: i64 = store
+            .connection
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'scrub_pending'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pending, 0, "the scrub is done");
+        let bytes = raw_bytes(dir.path());
+        for secret in ["CLIENT-SECRET", "ADMIN-SECRET"] {
+            assert!(!holds(&bytes, secret), "{secret} is still in the file or its journal");
+        }
+        // Opening again (nothing left to migrate) changes nothing.
+        drop(store);
+        StateStore::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_row_is_listed_apart_and_hides_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        for name in ["good", "status", "blob", "json", "count", "time"] {
+            store.save_deployment(&spec(name), DeploymentStatus::Active).unwrap();
+        }
+        let corrupt = [
+            "UPDATE deployments SET status = 'exploded' WHERE service_name = 'status'",
+            // NOT NULL keeps NULLs out of most columns; a wrong type gets in.
+            "UPDATE deployments SET model = X'DEADBEEF' WHERE service_name = 'blob'",
+            "UPDATE deployments SET created_at_ms = 'yesterday' WHERE service_name = 'time'",
+            "UPDATE deployments SET config_json = '{not json' WHERE service_name = 'json'",
+            "UPDATE deployments SET gpu_count = 'many' WHERE service_name = 'count'",
+            "INSERT INTO deployments SELECT NULL, status, created_at_ms, updated_at_ms, model, gpu, gpu_count,
+                 serverless_provider, spots_cloud, region, config_json FROM deployments WHERE service_name = 'good'",
+        ];
+        for sql in corrupt {
+            store.connection.execute(sql, []).unwrap();
+        }
+        let listing = store.deployments(None).unwrap();
+        assert_eq!(listing.deployments.iter().map(|d| d.service_name.as_str()).collect::<Vec<_>>(), ["good"]);
+        let mut problems: Vec<String> = listing
+            .unreadable
+            .iter()
+            .map(|e| match e {
+                StoreError::Corrupt { name, detail, .. } => format!("{name}: {detail}"),
+                other => panic!("{other}"),
+            })
+            .collect();
+        problems.sort();
+        let expected = [
+            "<unnamed, rowid 7>: `service_name` is NULL",
+            "blob: `model` holds blob, not the expected type",
+            "count: `gpu_count` holds text, not the expected type",
+            "json: config_json: key must be a string at line 1 column 2",
+            "status: unknown status `exploded`",
+            "time: `created_at_ms` holds text, not the expected type",
+        ];
+        assert_eq!(problems, expected);
+        // One deployment's lookup names its problem the same way.
+        let error = store.deployment("blob").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}: deployment `blob` has an unreadable record: `model` holds blob, not the expected type",
+                store.path().display()
+            )
+        );
+        assert!(store.deployment("good").unwrap().is_some());
+        // A filter sees only rows whose status it can match.
+        assert_eq!(store.deployments(Some(DeploymentStatus::Active)).unwrap().unreadable.len(), 5);
     }
 }

@@ -3,16 +3,20 @@
 //! as `BackendSpec`s and live in one swapped `RouteTable`.
 //!
 //! ```text
+//! accept ─► connection::RouterApp (max_connections; each head: header_timeout, 64 KiB)
+//!   ─► Pingora HTTP/1 (keep-alive timeout, pipelined requests in order)
 //! client ─► request_filter ─┬─ /router/*, /metrics ─► admin (admin key)
 //!                           ├─ client auth ─► admission (max_concurrent_requests)
 //!                           ├─ read body (≤ max_body_bytes, else 413)
 //!                           └─ forward::run
 //!                                ├─ select::pick on one table snapshot (spot first)
 //!                                ├─ send; on connect error, timeout or spot 502/503/504
-//!                                │  try the next backend (nothing sent to the client yet)
+//!                                │  try the next backend (nothing sent to the client yet);
+//!                                │  a request is never written twice to one backend
 //!                                └─ stream: header, then bytes as they come; an upstream
 //!                                   failure ends SSE with an error event; a client that
-//!                                   leaves cancels the upstream request
+//!                                   leaves, or stalls a write past write_timeout, cancels
+//!                                   the upstream request
 //! logging: one access line per request
 //! ```
 

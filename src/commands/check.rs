@@ -5,6 +5,7 @@ use tandemn_config::Catalog;
 use tandemn_provisioner::credentials::{Account, Environment, probe};
 
 use super::UsageError;
+use super::keys::Keys;
 use crate::cli::DeployArgs;
 use crate::output::println;
 
@@ -12,20 +13,30 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
     let sources = args.sources();
     let mut needed = Vec::new();
     let mut problems = 0;
+    // Keys from flags, files and the environment are checked whatever else is given.
+    let flag_keys = match Keys::from_args(&args.keys) {
+        Ok(keys) => keys.client.len(),
+        Err(problem) => {
+            problems += 1;
+            println(&format!("Keys: {problem}"));
+            0
+        }
+    };
     if sources.is_empty() {
         println("Configuration: none given (pass --config FILE or deploy flags to check one)");
     } else {
         match sources.load(Catalog::embedded()) {
             Ok(spec) => {
                 println("Configuration: valid");
-                for line in super::deploy::summary(&spec).lines() {
+                for line in super::deploy::summary(&spec, flag_keys).lines() {
                     println(&format!("  {line}"));
                 }
                 needed = vec![Account::for_serverless(spec.serverless_provider), Account::for_spot(spec.spots_cloud)];
             }
             Err(error) => {
-                problems = error.violations.len();
-                println(&format!("Configuration: {problems} problem{}", if problems == 1 { "" } else { "s" }));
+                let count = error.violations.len();
+                problems += count;
+                println(&format!("Configuration: {count} problem{}", if count == 1 { "" } else { "s" }));
                 for violation in &error.violations {
                     println(&format!("  {violation}"));
                 }

@@ -1,5 +1,7 @@
 //! `tandemn deploy`: validates the configuration, then (for the `local` provider) runs
 //! the router and the provisioner in the foreground until Ctrl-C or `tandemn destroy`.
+//! One deploy per service (a lock held for the life of the process); SIGHUP is ignored;
+//! the client and admin keys are never written to the state store.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,18 +15,20 @@ use tandemn_config::{Catalog, Choice, DeploymentSpec, ServerlessProvider, SpotCl
 use tandemn_provisioner::local::{LocalServerless, LocalSpot, now_ms};
 use tandemn_provisioner::reconciler::{Reconciler, Timing};
 use tandemn_provisioner::state_store::{Run, Usage};
-use tandemn_provisioner::{DeploymentStatus, StateStore};
+use tandemn_provisioner::{DeploymentStatus, LockError, ServiceLock, StateStore};
 use tandemn_proxy::server::{self, ManualShutdown, ServerSettings};
 use tandemn_proxy::{Router, RoutingState};
 
 use super::UsageError;
 use super::deployment::{View, duration};
+use super::keys::Keys;
 use crate::cli::DeployArgs;
 use crate::output::{print, println, usd_per_hour};
 
 pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
     let spec = args.sources().load(Catalog::embedded())?;
-    print(&summary(&spec));
+    let keys = Keys::from_args(&args.keys)?;
+    print(&summary(&spec, keys.client.len()));
     if args.dry_run {
         return Ok(());
     }
@@ -42,11 +46,18 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    run_local(spec)
+    run_local(spec, keys)
 }
 
-fn run_local(spec: DeploymentSpec) -> anyhow::Result<()> {
+fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
     let usage = |message: String| anyhow::Error::from(UsageError(message));
+    // Before anything is written: a second deploy of this service stops here, and the
+    // lock lasts as long as this process (the kernel frees it however the process ends).
+    let _lock = match ServiceLock::acquire(&StateStore::default_dir()?, &spec.service_name) {
+        Ok(lock) => lock,
+        Err(held @ LockError::Held { .. }) => return Err(usage(held.to_string())),
+        Err(other) => return Err(other.into()),
+    };
     let store = StateStore::open_default()?;
     if let Ok(view) = View::load(&store, &spec.service_name)
         && view.alive()
@@ -58,12 +69,23 @@ fn run_local(spec: DeploymentSpec) -> anyhow::Result<()> {
     }
     let mut api_keys: Vec<Secret> =
         spec.router.api_keys.iter().map(|s| s.resolve()).collect::<Result<_, _>>().map_err(usage)?;
+    api_keys.extend(keys.client);
+    if spec.public && !api_keys.is_empty() {
+        return Err(usage(
+            "`public` turns client auth off, but API keys were given (--api-key, --api-key-file or \
+             TANDEMN_API_KEY); choose one"
+                .to_string(),
+        ));
+    }
     let generated_key = (api_keys.is_empty() && !spec.public).then(|| random_key("tdn"));
     api_keys.extend(generated_key.clone());
-    let admin_key = match &spec.router.admin_key {
-        Some(secret) => secret.resolve().map_err(usage)?,
-        None => random_key("tdn-admin"),
+    let configured_admin = spec.router.admin_key.as_ref().map(|s| s.resolve()).transpose().map_err(usage)?;
+    let (admin_key, generated_admin) = match keys.admin.or(configured_admin) {
+        Some(key) => (key, false),
+        None => (random_key("tdn-admin"), true),
     };
+    // What `status` reads the router's health with: the only credential stored.
+    let health_token = random_key("tdn-health");
     // Port 0 asks for any free port: one is picked now so it can be printed and stored.
     let listen = std::net::TcpListener::bind(spec.router.listen).and_then(|l| l.local_addr()).map_err(|e| {
         usage(format!(
@@ -76,7 +98,8 @@ fn run_local(spec: DeploymentSpec) -> anyhow::Result<()> {
         if listen.ip().is_unspecified() { std::net::SocketAddr::from(([127, 0, 0, 1], listen.port())) } else { listen };
     let endpoint = format!("http://{reachable}");
 
-    let settings = super::router::settings(&spec.router, api_keys, admin_key.clone(), spec.public);
+    let settings =
+        super::router::settings(&spec.router, api_keys, admin_key.clone(), vec![health_token.clone()], spec.public);
     let router = Arc::new(Router::new(Arc::new(RoutingState::default()), settings));
     let dir = StateStore::default_dir()?.join("local").join(&spec.service_name);
     let exe = std::env::current_exe()?;
@@ -90,8 +113,7 @@ fn run_local(spec: DeploymentSpec) -> anyhow::Result<()> {
         pid: std::process::id(),
         pid_started: tandemn_provisioner::process::start_ticks(std::process::id()),
         endpoint: endpoint.clone(),
-        api_key: generated_key.as_ref().map(|k| k.expose().to_string()),
-        admin_key: admin_key.expose().to_string(),
+        health_token: Some(health_token.expose().to_string()),
         started_at_ms: started,
         updated_at_ms: started,
         ended_at_ms: None,
@@ -122,7 +144,11 @@ fn run_local(spec: DeploymentSpec) -> anyhow::Result<()> {
     match &generated_key {
         Some(key) => banner += &format!("api key      {}\n", key.expose()),
         None if spec.public => banner += "api key      none: the endpoint is public\n",
-        None => banner += "api key      the one(s) in router.api_keys\n",
+        None => banner += "api key      the one(s) you gave\n",
+    }
+    // Printed once and kept nowhere: the operator's way to /router/config and /metrics.
+    if generated_admin {
+        banner += &format!("admin key    {}  (for /router/* and /metrics; not stored)\n", admin_key.expose());
     }
     banner += &format!(
         "try          curl {endpoint}/v1/chat/completions -H 'Authorization: Bearer <api key>' \
@@ -174,6 +200,11 @@ impl BackgroundService for ProvisionerService {
             self.done.fire();
             return;
         };
+        // SIGHUP's default is to die without draining (a closed terminal, a `kill -HUP`
+        // meant to reload): listening for it keeps the deployment serving.
+        let mut hangup = signal(SignalKind::hangup())
+            .inspect_err(|error| tracing::warn!(%error, "cannot listen for SIGHUP; it will stop the deployment"))
+            .ok();
         // The first Ctrl-C or SIGTERM stops the deployment; a second one skips the drain.
         let (signals, _) = tokio::sync::watch::channel(0u32);
         let counter = signals.clone();
@@ -181,10 +212,20 @@ impl BackgroundService for ProvisionerService {
             // Pingora's own shutdown counts once; its watch is not listened to after that.
             let mut watching = true;
             loop {
+                let hup = async {
+                    match hangup.as_mut() {
+                        Some(signal) => signal.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = interrupt.recv() => {}
                     _ = terminate.recv() => {}
                     _ = shutdown.changed(), if watching => watching = false,
+                    _ = hup => {
+                        tracing::info!("SIGHUP ignored; deploy has no config to reload");
+                        continue;
+                    }
                 }
                 counter.send_modify(|n| *n += 1);
             }
@@ -279,8 +320,9 @@ impl Progress {
         }
     }
 }
-/// A few lines that say what a spec will deploy, with prices from the catalog.
-pub fn summary(spec: &DeploymentSpec) -> String {
+/// A few lines that say what a spec will deploy, with prices from the catalog;
+/// `flag_keys` counts the client keys given outside the file.
+pub fn summary(spec: &DeploymentSpec, flag_keys: usize) -> String {
     let catalog = Catalog::embedded();
     let name_note = if spec.service_name_generated { " (generated; fix it with --service-name)" } else { "" };
     let serverless_price = catalog
@@ -298,10 +340,10 @@ pub fn summary(spec: &DeploymentSpec) -> String {
     let serverless = &spec.scaling.serverless;
     let auth = if spec.public {
         "public (no client auth)".to_string()
-    } else if spec.router.api_keys.is_empty() {
+    } else if spec.router.api_keys.len() + flag_keys == 0 {
         "an API key is generated at deploy".to_string()
     } else {
-        format!("{} API key(s)", spec.router.api_keys.len())
+        format!("{} API key(s)", spec.router.api_keys.len() + flag_keys)
     };
     let mut text = format!(
         "service      {}{name_note}\n\

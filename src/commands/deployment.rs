@@ -33,7 +33,7 @@ impl View {
 
     /// Whether the deployment's process is still serving.
     pub fn alive(&self) -> bool {
-        self.run.ended_at_ms.is_none() && is_running(self.run.pid, self.run.pid_started)
+        alive(&self.run)
     }
 
     pub fn cost(&self) -> CostReport {
@@ -42,14 +42,8 @@ impl View {
         CostReport::new(prices, &self.run, &self.replicas, &self.containers, self.billed_until())
     }
 
-    /// Open records bill up to now while the deployment runs. If its process died without
-    /// closing them, its replicas died with it, so billing ends at its last tick.
     pub fn billed_until(&self) -> u64 {
-        match self.run.ended_at_ms {
-            Some(ended) => ended,
-            None if self.alive() => now_ms(),
-            None => self.run.updated_at_ms,
-        }
+        billed_until(&self.run)
     }
 
     pub fn live_replicas(&self) -> impl Iterator<Item = &ReplicaRow> {
@@ -77,6 +71,21 @@ impl View {
             cost.total_usd,
             cost.pure_serverless_usd,
         )
+    }
+}
+
+/// Whether a run's process is still serving.
+pub fn alive(run: &Run) -> bool {
+    run.ended_at_ms.is_none() && is_running(run.pid, run.pid_started)
+}
+
+/// Open records bill up to now while the deployment runs. If its process died without
+/// closing them, its replicas died with it, so billing ends at its last tick.
+pub fn billed_until(run: &Run) -> u64 {
+    match run.ended_at_ms {
+        Some(ended) => ended,
+        None if alive(run) => now_ms(),
+        None => run.updated_at_ms,
     }
 }
 

@@ -14,7 +14,12 @@ pub fn run(args: &ListArgs) -> anyhow::Result<()> {
         StatusFilter::Failed => DeploymentStatus::Failed,
         StatusFilter::Destroyed => DeploymentStatus::Destroyed,
     });
-    let deployments = store.deployments(status)?;
+    let listing = store.deployments(status)?;
+    // A bad row is named and skipped: it must not hide every other deployment.
+    for unreadable in &listing.unreadable {
+        eprintln!("warning: {unreadable}; it is left out");
+    }
+    let deployments = listing.deployments;
     if args.json {
         println(&serde_json::to_string_pretty(&deployments)?);
         return Ok(());
@@ -30,8 +35,12 @@ pub fn run(args: &ListArgs) -> anyhow::Result<()> {
     for d in &deployments {
         let gpu = if d.gpu_count == 1 { d.gpu.clone() } else { format!("{}x{}", d.gpu_count, d.gpu) };
         // An active deployment whose process died (a crash, a SIGKILL) says so.
+        let run = store.run(&d.service_name).unwrap_or_else(|unreadable| {
+            eprintln!("warning: {unreadable}");
+            None
+        });
         let stale = d.status == DeploymentStatus::Active
-            && store.run(&d.service_name)?.is_some_and(|run| {
+            && run.is_some_and(|run| {
                 run.ended_at_ms.is_none() && !tandemn_provisioner::process::is_running(run.pid, run.pid_started)
             });
         table.row(vec![

@@ -11,6 +11,7 @@ use tandemn_proxy::server::{self, ServerSettings};
 use tandemn_proxy::{Router, RouterSettings, RoutingState};
 
 use super::UsageError;
+use super::keys::Keys;
 use crate::cli::RouterArgs;
 use crate::output::println;
 
@@ -26,13 +27,15 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
     let usage = |message: String| anyhow::Error::from(UsageError(message));
     let public = args.public || file_public;
 
+    // Checked before anything else can fail or listen: an empty key must stop the start.
+    let keys = Keys::from_args(&args.keys)?;
     let mut api_keys: Vec<Secret> =
         config.api_keys.iter().map(|s| s.resolve()).collect::<Result<_, _>>().map_err(usage)?;
-    api_keys.extend(args.api_keys.iter().map(Secret::new));
+    api_keys.extend(keys.client);
     if api_keys.is_empty() && !public {
         return Err(usage(
-            "refusing to serve without client auth: pass --api-key KEY (repeatable), set router.api_keys, \
-             or pass --public to let anyone use this endpoint"
+            "refusing to serve without client auth: pass --api-key-file FILE or --api-key KEY (repeatable), \
+             set TANDEMN_API_KEY or router.api_keys, or pass --public to let anyone use this endpoint"
                 .to_string(),
         ));
     }
@@ -40,8 +43,8 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
         return Err(usage("--public turns client auth off, but API keys were given; choose one".to_string()));
     }
     let configured_admin = config.admin_key.as_ref().map(|s| s.resolve()).transpose().map_err(usage)?;
-    let (admin_key, generated_admin) = match (&args.admin_key, configured_admin) {
-        (Some(key), _) => (Secret::new(key), false),
+    let (admin_key, generated_admin) = match (keys.admin, configured_admin) {
+        (Some(key), _) => (key, false),
         (None, Some(key)) => (key, false),
         (None, None) => (Secret::new(format!("{:032x}", rand::random::<u128>())), true),
     };
@@ -66,7 +69,7 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
         }
     }
 
-    let mut settings = settings(&config, api_keys, admin_key.clone(), public);
+    let mut settings = settings(&config, api_keys, admin_key.clone(), Vec::new(), public);
     settings.health_public |= args.health_public;
     let state = Arc::new(RoutingState::default());
     state.publish(&backends).map_err(|problem| usage(format!("backends: {problem}")))?;
@@ -97,12 +100,19 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The proxy's settings from the validated router config and the resolved keys.
-pub fn settings(config: &RouterConfig, api_keys: Vec<Secret>, admin_key: Secret, public: bool) -> RouterSettings {
+/// The proxy's settings from the validated router config and the resolved keys;
+/// `health_keys` open `GET /router/health` and nothing else.
+pub fn settings(
+    config: &RouterConfig,
+    api_keys: Vec<Secret>,
+    admin_key: Secret,
+    health_keys: Vec<Secret>,
+    public: bool,
+) -> RouterSettings {
     RouterSettings {
         api_keys,
         admin_key: Some(admin_key),
-        health_keys: Vec::new(),
+        health_keys,
         public,
         health_public: config.health_public,
         connect_timeout: config.connect_timeout,

@@ -103,12 +103,14 @@ pub fn run(args: &ServiceArgs) -> anyhow::Result<()> {
 const RECENT_EVENTS: usize = 12;
 
 /// `/router/health` of a running deployment, if it answers.
+/// It authenticates with the run's health token (runs older than tokens have none).
 fn router_health(view: &View) -> Option<serde_json::Value> {
+    let token = view.run.health_token.as_deref()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
     runtime.block_on(async {
         let response = reqwest::Client::new()
             .get(format!("{}/router/health", view.run.endpoint))
-            .header("x-api-key", &view.run.admin_key)
+            .header("x-api-key", token)
             .timeout(Duration::from_secs(2))
             .send()
             .await

@@ -1,4 +1,4 @@
-//! What a running deployment records: its run (process, endpoint, keys, usage), each
+//! What a running deployment records: its run (process, endpoint, health token, usage), each
 //! replica's lifecycle as timestamped events, and serverless containers as billed.
 //! `status`, `cost` and `destroy` read these from other processes.
 
@@ -74,8 +74,9 @@ pub struct Run {
     /// When that process started: a later process with the same pid is not this one.
     pub pid_started: Option<u64>,
     pub endpoint: String,
-    pub api_key: Option<String>,
-    pub admin_key: String,
+    /// Opens the run's `GET /router/health` and nothing else, so `status` can read it.
+    /// The client and admin keys are never stored.
+    pub health_token: Option<String>,
     pub started_at_ms: u64,
     pub updated_at_ms: u64,
     pub ended_at_ms: Option<u64>,
@@ -134,15 +135,14 @@ impl StateStore {
                         .execute(&format!("DELETE FROM {table} WHERE service_name = ?1"), [&run.service_name])?;
                 }
                 self.connection.execute(
-                    "INSERT INTO runs (service_name, pid, endpoint, api_key, admin_key, started_at_ms, updated_at_ms,
+                    "INSERT INTO runs (service_name, pid, endpoint, health_token, started_at_ms, updated_at_ms,
                          pid_started)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
                     params![
                         run.service_name,
                         run.pid,
                         run.endpoint,
-                        run.api_key,
-                        run.admin_key,
+                        run.health_token,
                         int(run.started_at_ms),
                         run.pid_started.map(int)
                     ],
@@ -209,7 +209,7 @@ impl StateStore {
     pub fn run(&self, service: &str) -> Result<Option<Run>, StoreError> {
         self.connection
             .query_row(
-                "SELECT service_name, pid, endpoint, api_key, admin_key, started_at_ms, updated_at_ms, ended_at_ms,
+                "SELECT service_name, pid, endpoint, health_token, started_at_ms, updated_at_ms, ended_at_ms,
                      serverless_url, serverless_pid, arrived, spot_requests, serverless_requests, pure_serverless_ms,
                      peak_replicas, desired_replicas, serverless_running, note, pid_started, serverless_pid_started
                  FROM runs WHERE service_name = ?1",
@@ -219,30 +219,29 @@ impl StateStore {
                         service_name: row.get(0)?,
                         pid: row.get(1)?,
                         endpoint: row.get(2)?,
-                        api_key: row.get(3)?,
-                        admin_key: row.get(4)?,
-                        started_at_ms: uint(row.get(5)?),
-                        updated_at_ms: uint(row.get(6)?),
-                        ended_at_ms: row.get::<_, Option<i64>>(7)?.map(uint),
-                        serverless_url: row.get(8)?,
-                        serverless_pid: row.get(9)?,
+                        health_token: row.get(3)?,
+                        started_at_ms: uint(row.get(4)?),
+                        updated_at_ms: uint(row.get(5)?),
+                        ended_at_ms: row.get::<_, Option<i64>>(6)?.map(uint),
+                        serverless_url: row.get(7)?,
+                        serverless_pid: row.get(8)?,
                         usage: Usage {
-                            arrived: uint(row.get(10)?),
-                            spot_requests: uint(row.get(11)?),
-                            serverless_requests: uint(row.get(12)?),
-                            pure_serverless_ms: uint(row.get(13)?),
-                            peak_replicas: row.get(14)?,
-                            desired_replicas: row.get(15)?,
-                            serverless_running: row.get(16)?,
+                            arrived: uint(row.get(9)?),
+                            spot_requests: uint(row.get(10)?),
+                            serverless_requests: uint(row.get(11)?),
+                            pure_serverless_ms: uint(row.get(12)?),
+                            peak_replicas: row.get(13)?,
+                            desired_replicas: row.get(14)?,
+                            serverless_running: row.get(15)?,
                         },
-                        note: row.get(17)?,
-                        pid_started: row.get::<_, Option<i64>>(18)?.map(uint),
-                        serverless_pid_started: row.get::<_, Option<i64>>(19)?.map(uint),
+                        note: row.get(16)?,
+                        pid_started: row.get::<_, Option<i64>>(17)?.map(uint),
+                        serverless_pid_started: row.get::<_, Option<i64>>(18)?.map(uint),
                     })
                 },
             )
             .optional()
-            .map_err(self.sqlite())
+            .map_err(|error| self.row_error(service, "runs", error))
     }
 
     /// Moves a replica to `phase` at `at_ms` (creating it on its first phase) and
@@ -309,7 +308,7 @@ impl StateStore {
             })
         };
         let rows = statement.query_map([service], read).map_err(self.sqlite())?;
-        rows.collect::<Result<_, _>>().map_err(self.sqlite())
+        rows.collect::<Result<_, _>>().map_err(|error| self.row_error(service, "replicas", error))
     }
 
     /// The service's replica events, oldest first.
@@ -328,7 +327,7 @@ impl StateStore {
             })
         };
         let rows = statement.query_map([service], read).map_err(self.sqlite())?;
-        rows.collect::<Result<_, _>>().map_err(self.sqlite())
+        rows.collect::<Result<_, _>>().map_err(|error| self.row_error(service, "events", error))
     }
 
     /// Records containers as the provider bills them (new ones added, stopped ones closed).
@@ -362,7 +361,7 @@ impl StateStore {
             })
         };
         let rows = statement.query_map([service], read).map_err(self.sqlite())?;
-        rows.collect::<Result<_, _>>().map_err(self.sqlite())
+        rows.collect::<Result<_, _>>().map_err(|error| self.row_error(service, "containers", error))
     }
 }
 
@@ -376,8 +375,7 @@ mod tests {
             pid: 42,
             pid_started: Some(7),
             endpoint: "http://127.0.0.1:8080".into(),
-            api_key: Some("client".into()),
-            admin_key: "admin".into(),
+            health_token: Some("health".into()),
             started_at_ms: 1_000,
             updated_at_ms: 1_000,
             ended_at_ms: None,
