@@ -151,4 +151,27 @@ mod tests {
         assert!(state.publish(&twice).unwrap_err().contains("twice"));
         assert_eq!(state.snapshot().spot.len(), 1);
     }
+
+    /// `count` distinct backends, alternating tiers.
+    fn many(count: usize) -> Vec<BackendSpec> {
+        (0..count)
+            .map(|i| {
+                let tier = if i % 2 == 0 { Tier::Spot } else { Tier::Serverless };
+                spec(tier, &format!("http://10.{}.{}.{}:8000", i / 65_536, (i / 256) % 256, i % 256), 4)
+            })
+            .collect()
+    }
+
+    #[test]
+    #[ignore = "a timing, not a check: cargo test -p tandemn-proxy --release --lib publish_timing -- --ignored --nocapture"]
+    fn publish_timing_at_15000_backends() {
+        let specs = many(15_000);
+        let state = RoutingState::default();
+        let started = std::time::Instant::now();
+        state.publish(&specs).unwrap();
+        let first = started.elapsed();
+        let started = std::time::Instant::now();
+        state.publish(&specs).unwrap();
+        eprintln!("15000 backends: first publish {first:?}, republish {:?}", started.elapsed());
+    }
 }

@@ -60,11 +60,27 @@ impl UsageScanner {
     }
 }
 
+/// What a client reads when its stream broke: why the answer is incomplete, never how
+/// (upstream errors name internal addresses; they go to the log).
+const MID_STREAM_MESSAGE: &str = "the upstream failed mid-stream; the response is incomplete";
+
 /// The last event of a stream whose upstream failed after it started: the client sees
-/// why, instead of a silently truncated answer.
-pub fn error_event(message: &str) -> Bytes {
-    let event = serde_json::json!({"error": {"message": message, "type": "upstream_error", "code": 502}});
-    Bytes::from(format!("data: {event}\n\n"))
+/// that the answer is incomplete, and the request id to quote, instead of a silently
+/// truncated answer. The upstream's own error goes to the log, never here.
+pub fn stream_error_event(request_id: &str) -> Bytes {
+    event(Some(request_id))
+}
+
+/// The same event without a request id. The argument is the upstream's error, which is
+/// for the log: it is deliberately not rendered. Kept for callers that do not pass the
+/// request id yet; prefer [`stream_error_event`].
+pub fn error_event(_upstream_error: &str) -> Bytes {
+    event(None)
+}
+
+fn event(request_id: Option<&str>) -> Bytes {
+    let body = crate::errors::error_body(MID_STREAM_MESSAGE, "upstream_error", 502, request_id);
+    Bytes::from(format!("data: {body}\n\n"))
 }
 
 #[cfg(test)]
@@ -90,10 +106,28 @@ mod tests {
 
     #[test]
     fn error_events_are_single_sse_events() {
-        let event = error_event("spot replica went away");
+        let parse = |event: &Bytes| -> serde_json::Value {
+            let text = std::str::from_utf8(event).unwrap();
+            assert!(text.starts_with("data: {") && text.ends_with("}\n\n"), "{text:?}");
+            assert_eq!(text.matches("\n\n").count(), 1, "one event: {text:?}");
+            serde_json::from_str(&text[6..text.len() - 2]).unwrap()
+        };
+        let json = parse(&stream_error_event("3f2a"));
+        assert_eq!(json["error"]["type"], "upstream_error");
+        assert_eq!(json["error"]["code"], 502);
+        assert!(json["error"]["param"].is_null());
+        assert_eq!(json["error"]["request_id"], "3f2a");
+        assert_eq!(json["error"]["message"], format!("{MID_STREAM_MESSAGE} (request id 3f2a)"));
+    }
+
+    #[test]
+    fn error_events_never_carry_the_upstream_error() {
+        let why = "upstream failed mid-stream: Fail to read from 10.0.0.7:8000 ConnectionClosed\n\ndata: forged";
+        let event = error_event(why);
         let text = std::str::from_utf8(&event).unwrap();
-        assert!(text.starts_with("data: {") && text.ends_with("}\n\n"));
-        let json: serde_json::Value = serde_json::from_str(&text[6..text.len() - 2]).unwrap();
-        assert_eq!(json["error"]["message"], "spot replica went away");
+        for leak in ["10.0.0.7", "8000", "ConnectionClosed", "forged"] {
+            assert!(!text.contains(leak), "{leak:?} leaked into {text:?}");
+        }
+        assert!(text.contains(MID_STREAM_MESSAGE) && text.ends_with("}\n\n"));
     }
 }
