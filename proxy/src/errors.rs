@@ -73,7 +73,18 @@ impl ProxyError {
     pub fn detail(&self) -> Option<&str> {
         match self {
             ProxyError::UpstreamUnavailable(detail) | ProxyError::BodyUnreadable(detail) => Some(detail),
-            _ => None,
+            // Listed, not `_`: a new variant must decide what of it the client may see.
+            ProxyError::Unauthorized
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::Overloaded
+            | ProxyError::NoCapacity
+            | ProxyError::NoBackends
+            | ProxyError::UpstreamTimeout
+            | ProxyError::BadRequest(_)
+            | ProxyError::NotFound
+            | ProxyError::MethodNotAllowed
+            | ProxyError::RequestTimeout
+            | ProxyError::BrokenResponse => None,
         }
     }
 

@@ -36,11 +36,21 @@ async fn health_keeps_the_predecessor_fields_and_needs_the_admin_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_was_sent() {
     let (spot, svl) = (mock(fast()).await, mock(fast()).await);
-    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &spot, 1), spec(Tier::Serverless, &svl, 8)]);
+    // Room for every request on spot: a slot is released just after the client has the
+    // last byte, so with capacity 1 the next request could spill.
+    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &spot, 8), spec(Tier::Serverless, &svl, 8)]);
     for stream in [true, false, true, false] {
         router.chat(&chat_body(7, stream)).send().await.unwrap().bytes().await.unwrap();
     }
-    let text = router.admin_get("/metrics").await.text().await.unwrap();
+    // The last request leaves the router's books just after its last byte: wait for it.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = router.admin_get("/metrics").await.text().await.unwrap();
+        if text.lines().any(|l| l == "tandemn_inflight_requests 0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for line in [
         "tandemn_requests_total{tier=\"spot\"} 4",
         "tandemn_requests_total{tier=\"serverless\"} 0",
