@@ -2,11 +2,11 @@
 //! and keep it; publishers build the next table from specs, carrying over every
 //! backend whose identity is unchanged so its counters and health survive.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tandemn_config::api::{BackendSpec, BackendUrl, Tier};
+use tandemn_config::api::{BackendAuth, BackendSpec, BackendUrl, Secret, Tier};
 
 use crate::backend::{Backend, BackendState, CapacitySignal};
 
@@ -20,48 +20,55 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// The next table: new backends for new identities, the previous `Arc` for known ones.
-    /// A spec whose URL does not parse is reported and left out.
+    /// Every spec is checked before any live backend is touched, so a refused set changes
+    /// nothing; the first bad spec is reported. Linear in the number of backends.
     pub fn build(
         specs: &[BackendSpec],
         previous: &RouteTable,
         signal: &Arc<CapacitySignal>,
     ) -> Result<RouteTable, String> {
-        let known: HashMap<&str, &Arc<Backend>> =
-            previous.spot.iter().chain(previous.serverless.iter()).map(|b| (b.id.as_str(), b)).collect();
-        let mut spot = Vec::new();
-        let mut serverless = Vec::new();
+        let mut seen = HashSet::with_capacity(specs.len());
+        let mut checked = Vec::with_capacity(specs.len());
         for spec in specs {
             let url = BackendUrl::parse(&spec.url)?;
             if spec.capacity == 0 {
                 return Err(format!("backend {} has capacity 0", spec.url));
             }
-            let fresh = Backend::new(spec.tier, url, spec.auth.clone(), spec.capacity, signal.clone());
-            let backend = match known.get(fresh.id.as_str()) {
+            if let Some(field) = empty_secret(&spec.auth) {
+                // The field, never the value: a whitespace-only secret is still the operator's.
+                return Err(format!("backend {}: {field} is empty", spec.url));
+            }
+            let id = Backend::identity(spec.tier, &url);
+            if !seen.insert(id.clone()) {
+                return Err(format!("backend {} is listed twice", spec.url));
+            }
+            checked.push((spec, url, id));
+        }
+        let known: HashMap<&str, &Arc<Backend>> = previous.backends().map(|b| (b.id.as_str(), b)).collect();
+        let mut spot = Vec::new();
+        let mut serverless = Vec::new();
+        for (spec, url, id) in checked {
+            let backend = match known.get(id.as_str()) {
                 Some(existing)
-                    if existing.url == fresh.url
-                        && existing.capacity == fresh.capacity
-                        && existing.auth == fresh.auth =>
+                    if existing.url == url && existing.capacity == spec.capacity && existing.auth == spec.auth =>
                 {
                     Arc::clone(existing)
                 }
-                Some(existing) => {
-                    // Same identity, new settings: keep the live counters meaningful by
-                    // starting a new backend; in-flight guards still hold the old one.
-                    tracing::debug!(id = %existing.id, "backend settings changed");
-                    Arc::new(fresh)
+                existing => {
+                    if existing.is_some() {
+                        // Same identity, new settings: keep the live counters meaningful by
+                        // starting a new backend; in-flight guards still hold the old one.
+                        tracing::debug!(%id, "backend settings changed");
+                    }
+                    Arc::new(Backend::new(spec.tier, url, spec.auth.clone(), spec.capacity, signal.clone()))
                 }
-                None => Arc::new(fresh),
             };
             if spec.draining {
                 backend.set_state(BackendState::Draining);
             } else if backend.state() == BackendState::Draining {
                 backend.set_state(BackendState::Ready);
             }
-            let list = if backend.tier == Tier::Spot { &mut spot } else { &mut serverless };
-            if list.iter().any(|b: &Arc<Backend>| b.id == backend.id) {
-                return Err(format!("backend {} is listed twice", spec.url));
-            }
-            list.push(backend);
+            if backend.tier == Tier::Spot { spot.push(backend) } else { serverless.push(backend) }
         }
         Ok(RouteTable { spot: spot.into(), serverless: serverless.into(), version: previous.version + 1 })
     }
@@ -69,6 +76,19 @@ impl RouteTable {
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
         self.spot.iter().chain(self.serverless.iter())
     }
+}
+
+/// The first secret of `auth` that is empty or only whitespace, by its config path: such
+/// a secret would send an empty credential to the backend. Specs published in-process
+/// are never deserialized, so this cannot rest on `Secret`'s own checks.
+fn empty_secret(auth: &BackendAuth) -> Option<&'static str> {
+    let secrets: &[(&'static str, &Secret)] = match auth {
+        BackendAuth::None => &[],
+        BackendAuth::Bearer { token } => &[("auth.bearer.token", token)],
+        BackendAuth::Modal { key, secret } => &[("auth.modal.key", key), ("auth.modal.secret", secret)],
+        BackendAuth::CloudRun { id_token } => &[("auth.cloud_run.id_token", id_token)],
+    };
+    secrets.iter().find(|(_, secret)| secret.expose().trim().is_empty()).map(|(field, _)| *field)
 }
 
 /// The proxy's only shared mutable state: the current table, swapped whole.
@@ -110,7 +130,6 @@ impl RoutingState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tandemn_config::api::BackendAuth;
 
     fn spec(tier: Tier, url: &str, capacity: u32) -> BackendSpec {
         BackendSpec { tier, url: url.into(), capacity, auth: BackendAuth::None, draining: false }
@@ -150,5 +169,91 @@ mod tests {
         let twice = [spec(Tier::Spot, "http://a:1", 1), spec(Tier::Spot, "http://a:1/", 1)];
         assert!(state.publish(&twice).unwrap_err().contains("twice"));
         assert_eq!(state.snapshot().spot.len(), 1);
+    }
+
+    #[test]
+    fn a_refused_set_changes_no_live_backend() {
+        let state = RoutingState::default();
+        state.publish(&[spec(Tier::Spot, "http://127.0.0.1:1", 4)]).unwrap();
+        let live = state.snapshot();
+        let draining = BackendSpec { draining: true, ..spec(Tier::Spot, "http://127.0.0.1:1", 4) };
+        assert!(state.publish(&[draining, spec(Tier::Spot, "ftp://x", 4)]).is_err());
+        assert_eq!(live.spot[0].state(), BackendState::Ready, "the refused set did not drain the live backend");
+        assert_eq!(state.snapshot().version, live.version);
+    }
+
+    #[test]
+    fn empty_backend_secrets_are_refused_by_field_never_by_value() {
+        let secret = |value: &str| Secret::new(value);
+        let cases = [
+            (BackendAuth::Bearer { token: secret("") }, "auth.bearer.token"),
+            (BackendAuth::Bearer { token: secret(" \t\n") }, "auth.bearer.token"),
+            (BackendAuth::Modal { key: secret("modal-key-value"), secret: secret("  ") }, "auth.modal.secret"),
+            (BackendAuth::Modal { key: secret(""), secret: secret("modal-secret-value") }, "auth.modal.key"),
+            (BackendAuth::CloudRun { id_token: secret("\u{3000}") }, "auth.cloud_run.id_token"),
+        ];
+        let state = RoutingState::default();
+        state.publish(&[spec(Tier::Spot, "http://127.0.0.1:1", 4)]).unwrap();
+        for (auth, field) in cases {
+            let bad = BackendSpec { auth, ..spec(Tier::Serverless, "https://api.example.com/v2/x", 4) };
+            let error = state.publish(&[spec(Tier::Spot, "http://127.0.0.1:1", 4), bad]).unwrap_err();
+            assert_eq!(error, format!("backend https://api.example.com/v2/x: {field} is empty"));
+            assert!(!error.contains("value"), "{error}");
+        }
+        assert_eq!(state.snapshot().version, 1, "nothing was published");
+        let padded = BackendAuth::Bearer { token: secret(" sk-1 ") };
+        state.publish(&[BackendSpec { auth: padded, ..spec(Tier::Spot, "http://127.0.0.1:1", 4) }]).unwrap();
+    }
+
+    #[test]
+    fn fifteen_thousand_backends_keep_their_counters_and_refuse_duplicates() {
+        let state = RoutingState::default();
+        let mut specs = many(15_000);
+        state.publish(&specs).unwrap();
+        let before = state.snapshot();
+        assert_eq!((before.spot.len(), before.serverless.len()), (7_500, 7_500));
+        let guard = before.serverless[3_888].try_acquire().unwrap();
+        specs.push(spec(Tier::Spot, "http://10.1.0.0:9000", 4));
+        specs.swap(0, 14_000);
+        state.publish(&specs).unwrap();
+        let after = state.snapshot();
+        assert_eq!(after.version, before.version + 1);
+        assert_eq!(after.backends().count(), 15_001);
+        let carried = after.serverless.iter().find(|b| b.id == before.serverless[3_888].id).unwrap();
+        assert!(Arc::ptr_eq(carried, &before.serverless[3_888]));
+        assert_eq!(carried.inflight(), 1, "the in-flight count survived the swap");
+        drop(guard);
+
+        let mut twice = many(15_000);
+        let again = format!("{}/", twice[9_001].url);
+        twice.insert(12_345, spec(Tier::Serverless, &again, 2));
+        assert_eq!(state.publish(&twice).unwrap_err(), format!("backend {again} is listed twice"));
+        let mut other_tier = many(15_000);
+        other_tier.push(spec(Tier::Serverless, &other_tier[0].url.clone(), 4));
+        state.publish(&other_tier).expect("one URL in both tiers is two backends");
+        assert_eq!(state.snapshot().version, after.version + 1);
+    }
+
+    /// `count` distinct backends, alternating tiers.
+    fn many(count: usize) -> Vec<BackendSpec> {
+        (0..count)
+            .map(|i| {
+                let tier = if i % 2 == 0 { Tier::Spot } else { Tier::Serverless };
+                spec(tier, &format!("http://10.{}.{}.{}:8000", i / 65_536, (i / 256) % 256, i % 256), 4)
+            })
+            .collect()
+    }
+
+    #[test]
+    #[ignore = "a timing, not a check: cargo test -p tandemn-proxy --release --lib publish_timing -- --ignored --nocapture"]
+    fn publish_timing_at_15000_backends() {
+        let specs = many(15_000);
+        let state = RoutingState::default();
+        let started = std::time::Instant::now();
+        state.publish(&specs).unwrap();
+        let first = started.elapsed();
+        let started = std::time::Instant::now();
+        state.publish(&specs).unwrap();
+        eprintln!("15000 backends: first publish {first:?}, republish {:?}", started.elapsed());
     }
 }

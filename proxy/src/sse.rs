@@ -60,11 +60,51 @@ impl UsageScanner {
     }
 }
 
+/// Why a stream ended before the upstream finished it, as far as a client may know: the
+/// upstream's own error (which names internal addresses) goes to the log, never here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamBreak {
+    /// The upstream connection failed or closed early.
+    Failed,
+    /// The upstream sent nothing for the router's idle timeout.
+    Silent,
+}
+
+impl StreamBreak {
+    fn parts(self) -> (&'static str, &'static str, u16) {
+        match self {
+            StreamBreak::Failed => {
+                ("the upstream failed mid-stream; the response is incomplete", "upstream_error", 502)
+            }
+            StreamBreak::Silent => (
+                "no data from the upstream within the idle timeout; the response is incomplete",
+                "upstream_timeout",
+                504,
+            ),
+        }
+    }
+}
+
 /// The last event of a stream whose upstream failed after it started: the client sees
-/// why, instead of a silently truncated answer.
-pub fn error_event(message: &str) -> Bytes {
-    let event = serde_json::json!({"error": {"message": message, "type": "upstream_error", "code": 502}});
-    Bytes::from(format!("data: {event}\n\n"))
+/// that the answer is incomplete, and the request id to quote, instead of a silently
+/// truncated answer.
+pub fn stream_error_event(request_id: &str, why: StreamBreak) -> Bytes {
+    event(why, Some(request_id))
+}
+
+/// The same event without a request id, for callers that do not pass one yet; prefer
+/// [`stream_error_event`]. The argument is the upstream's error, for the log: it is not
+/// rendered. Only the router's own idle-timeout wording is recognized, to tell a silent
+/// upstream from a failed one.
+pub fn error_event(upstream_error: &str) -> Bytes {
+    let silent = upstream_error.starts_with("upstream failed mid-stream: no data from the upstream for ");
+    event(if silent { StreamBreak::Silent } else { StreamBreak::Failed }, None)
+}
+
+fn event(why: StreamBreak, request_id: Option<&str>) -> Bytes {
+    let (message, kind, code) = why.parts();
+    let body = crate::errors::error_body(message, kind, code, request_id);
+    Bytes::from(format!("data: {body}\n\n"))
 }
 
 #[cfg(test)]
@@ -90,10 +130,33 @@ mod tests {
 
     #[test]
     fn error_events_are_single_sse_events() {
-        let event = error_event("spot replica went away");
+        let parse = |event: &Bytes| -> serde_json::Value {
+            let text = std::str::from_utf8(event).unwrap();
+            assert!(text.starts_with("data: {") && text.ends_with("}\n\n"), "{text:?}");
+            assert_eq!(text.matches("\n\n").count(), 1, "one event: {text:?}");
+            serde_json::from_str(&text[6..text.len() - 2]).unwrap()
+        };
+        let cases = [(StreamBreak::Failed, "upstream_error", 502), (StreamBreak::Silent, "upstream_timeout", 504)];
+        for (why, kind, code) in cases {
+            let json = parse(&stream_error_event("3f2a", why));
+            assert_eq!(json["error"]["type"], kind);
+            assert_eq!(json["error"]["code"], code);
+            assert!(json["error"]["param"].is_null());
+            assert_eq!(json["error"]["request_id"], "3f2a");
+            assert_eq!(json["error"]["message"], format!("{} (request id 3f2a)", why.parts().0));
+        }
+    }
+
+    #[test]
+    fn error_events_never_carry_the_upstream_error() {
+        let why = "upstream failed mid-stream:  ConnectionClosed context: 10.0.0.7:8000 closed\n\ndata: forged";
+        let event = error_event(why);
         let text = std::str::from_utf8(&event).unwrap();
-        assert!(text.starts_with("data: {") && text.ends_with("}\n\n"));
-        let json: serde_json::Value = serde_json::from_str(&text[6..text.len() - 2]).unwrap();
-        assert_eq!(json["error"]["message"], "spot replica went away");
+        for leak in ["10.0.0.7", "8000", "ConnectionClosed", "forged"] {
+            assert!(!text.contains(leak), "{leak:?} leaked into {text:?}");
+        }
+        assert!(text.contains(StreamBreak::Failed.parts().0) && text.ends_with("}\n\n"));
+        let silent = error_event("upstream failed mid-stream: no data from the upstream for 300ms");
+        assert!(std::str::from_utf8(&silent).unwrap().contains(StreamBreak::Silent.parts().0));
     }
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test by panicking")]
 
 mod admin;
+mod exposure;
 mod failover;
 mod hardening;
 mod harness;
