@@ -87,6 +87,7 @@ impl ProxyError {
             | ProxyError::NotFound
             | ProxyError::MethodNotAllowed
             | ProxyError::RequestTimeout
+            | ProxyError::ShuttingDown
             | ProxyError::BrokenResponse => None,
         }
     }

@@ -20,7 +20,7 @@ use crate::backend::{Backend, InflightGuard};
 use crate::errors::ProxyError;
 use crate::select::{self, NoPick};
 use crate::service::{RequestCtx, Router};
-use crate::sse::{self, UsageScanner};
+use crate::sse::{self, StreamBreak, UsageScanner};
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -464,13 +464,15 @@ async fn stream(
             }
             Step::Upstream(Err(error)) => {
                 backend.record_failure(router.now_ms());
-                broken = fail_mid_stream(router, session, ctx, &backend, event_stream, &error.to_string()).await;
+                let why = error.to_string();
+                broken = fail_mid_stream(router, session, ctx, &backend, event_stream, StreamBreak::Failed, &why).await;
                 break;
             }
             // The read is restarted at every quiet check, so its own timer never runs out.
             Step::Quiet if last_data.elapsed() >= router.settings.idle_timeout => {
                 let silence = format!("no data from the upstream for {:?}", router.settings.idle_timeout);
-                broken = fail_mid_stream(router, session, ctx, &backend, event_stream, &silence).await;
+                broken =
+                    fail_mid_stream(router, session, ctx, &backend, event_stream, StreamBreak::Silent, &silence).await;
                 break;
             }
             Step::Quiet => {
@@ -505,16 +507,15 @@ async fn fail_mid_stream(
     ctx: &mut RequestCtx,
     backend: &Backend,
     event_stream: bool,
+    cause: StreamBreak,
     why: &str,
 ) -> bool {
     router.metrics.stream_errors.fetch_add(1, Relaxed);
     router.metrics.upstream_failures.fetch_add(1, Relaxed);
     ctx.error = Some("upstream_failed_mid_stream");
-    tracing::warn!(backend = %backend.id, why, "upstream failed after the first byte");
+    tracing::warn!(request_id = %ctx.request_id, backend = %backend.id, why, "upstream failed after the first byte");
     if event_stream {
-        let _ = session
-            .write_response_body(Some(sse::error_event(&format!("upstream failed mid-stream: {why}"))), true)
-            .await;
+        let _ = session.write_response_body(Some(sse::stream_error_event(&ctx.request_id, cause)), true).await;
         false
     } else {
         session.set_keepalive(None);

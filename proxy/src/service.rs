@@ -350,7 +350,7 @@ async fn read_body(session: &mut Session, limit: u64) -> std::result::Result<Byt
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body.freeze()),
-            Err(error) => return Err(ProxyError::BadRequest(format!("could not read the request body: {error}"))),
+            Err(error) => return Err(ProxyError::BodyUnreadable(error.to_string())),
         }
     }
 }
@@ -367,7 +367,12 @@ async fn respond(
             // After a refusal (a failed key above all) the client gets no second try on
             // this connection, and an unread body is not drained.
             session.set_keepalive(None);
-            ctx.error = Some(error.parts().1);
+            let kind = error.parts().1;
+            ctx.error = Some(kind);
+            // The client gets a fixed message; what went wrong in detail is for the log.
+            if let Some(detail) = error.detail() {
+                tracing::warn!(request_id = %ctx.request_id, kind, detail, "the router answered with an error");
+            }
             error.response(&ctx.request_id)
         }
     };

@@ -67,6 +67,7 @@ async fn a_broken_stream_ends_with_an_event_that_names_no_internals() {
     let event: serde_json::Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(event["error"]["type"], "upstream_error", "{body}");
     assert!(event["error"]["param"].is_null());
+    assert_eq!(event["error"]["request_id"], "exposure-test-2");
     let message = event["error"]["message"].as_str().unwrap();
     for leak in INTERNALS.iter().chain(&[port.as_str(), "mid-stream:"]) {
         assert!(!message.to_ascii_lowercase().contains(&leak.to_ascii_lowercase()), "{leak:?} leaked: {message}");

@@ -85,5 +85,5 @@ async fn a_silent_upstream_is_cut_after_the_idle_timeout() {
     assert!(started.elapsed() < Duration::from_secs(10), "the stream was not cut");
     let events: Vec<&str> = body.split_terminator("\n\n").collect();
     assert_eq!(events.len(), 2, "one token, then the error: {body}");
-    assert!(events[1].contains("no data from the upstream"), "{body}");
+    assert!(events[1].contains("no data from the upstream within the idle timeout"), "{body}");
 }
