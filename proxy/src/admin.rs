@@ -66,7 +66,8 @@ pub async fn handle(router: &Router, session: &mut Session) -> Result<(ResponseH
             Ok(json_response(&json!({"status": "ok", "version": version})))
         }
         ("GET", "/metrics") => {
-            let text = router.metrics.render(&router.state.snapshot());
+            let mut text = router.metrics.render(&router.state.snapshot());
+            text += &router.connections.render();
             Ok(response("text/plain; version=0.0.4", Bytes::from(text)))
         }
         (_, "/router/health" | "/router/config" | "/metrics") => Err(ProxyError::MethodNotAllowed),

@@ -239,6 +239,24 @@ impl ConnectionStats {
     pub fn set_limit(&self, limit: u64) {
         self.limit.store(limit, Relaxed);
     }
+
+    /// Prometheus text for the connection gauge, its cap and the refusals.
+    pub fn render(&self) -> String {
+        let families = [
+            ("tandemn_connections", "gauge", "Open client connections.", self.open.load(Relaxed)),
+            ("tandemn_connections_max", "gauge", "router.max_connections as in force.", self.limit()),
+            (
+                "tandemn_connections_refused_total",
+                "counter",
+                "Client connections refused at router.max_connections.",
+                self.refused.load(Relaxed),
+            ),
+        ];
+        families
+            .iter()
+            .map(|(name, kind, help, value)| format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"))
+            .collect()
+    }
 }
 
 /// One of the `max_connections` places, held for the connection's life.

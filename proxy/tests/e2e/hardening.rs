@@ -164,6 +164,9 @@ async fn connections_past_the_cap_are_refused_and_counted() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(answered, "closed connections never gave their places back");
+    let metrics = router.admin_get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("\ntandemn_connections_refused_total 1\n"), "{metrics}");
+    assert!(metrics.contains("\ntandemn_connections_max 3\n"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
