@@ -283,8 +283,7 @@ fn a_local_deployment_tells_the_whole_story() {
 
     // 8. `destroy` stops the deployment and leaves no process behind.
     let status = deployment.status();
-    let mut pids: Vec<u64> = status["replicas"].as_array().unwrap().iter().filter_map(|r| r["pid"].as_u64()).collect();
-    pids.extend(status["serverless"]["pid"].as_u64());
+    let pids = pids_of(&status);
     assert_eq!(pids.len(), 3, "two replicas and the serverless endpoint: {status}");
     let destroyed = tandemn(deployment.home.path()).args(["destroy", "--service-name", "story"]).output().unwrap();
     assert!(destroyed.status.success(), "{}", String::from_utf8_lossy(&destroyed.stderr));

@@ -165,7 +165,9 @@ async fn connections_past_the_cap_are_refused_and_counted() {
     }
     assert!(answered, "closed connections never gave their places back");
     let metrics = router.admin_get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("\ntandemn_connections_refused_total 1\n"), "{metrics}");
+    // At least the one above (a retry may have come before the idle sockets were closed).
+    let refused = metrics.lines().find_map(|l| l.strip_prefix("tandemn_connections_refused_total ")).unwrap();
+    assert!(refused.parse::<u64>().unwrap() >= 1, "{metrics}");
     assert!(metrics.contains("\ntandemn_connections_max 3\n"), "{metrics}");
 }
 
@@ -180,11 +182,7 @@ async fn a_client_that_stops_reading_is_dropped_and_frees_its_slot() {
     let body = serde_json::json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}],
                                   "max_tokens": 5_000_000, "stream": true})
     .to_string();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = chat_request(&address, &body);
     let mut stalled = TcpStream::connect(&address).await.unwrap();
     stalled.write_all(request.as_bytes()).await.unwrap();
     // Never read. The router must give up on the write, free the slot and cancel.
@@ -197,18 +195,8 @@ async fn a_client_that_stops_reading_is_dropped_and_frees_its_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_body_shorter_than_its_length_closes_the_client_connection() {
-    let upstream = ScriptedUpstream::start(vec![Reply::Close(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"short\": 1}",
-    )])
-    .await;
-    let backend = tandemn_config::api::BackendSpec {
-        tier: Tier::Serverless,
-        url: upstream.url(),
-        capacity: 8,
-        auth: Default::default(),
-        draining: false,
-    };
-    let router = TestRouter::start(settings(), &[backend]);
+    let short = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"short\": 1}";
+    let (router, _upstream) = scripted_router(vec![Reply::Close(short)], "").await;
     let address = address(&router.url);
     let mut socket = TcpStream::connect(&address).await.unwrap();
     socket.write_all(post(&address, "/v1/chat/completions", "").as_bytes()).await.unwrap();
@@ -229,11 +217,7 @@ async fn pipelined_requests_are_answered_in_order() {
         let body = serde_json::json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}],
                                       "max_tokens": tokens})
         .to_string();
-        format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
+        chat_request(&address, &body)
     };
     // Two requests in one packet.
     let mut socket = TcpStream::connect(&address).await.unwrap();
@@ -262,11 +246,7 @@ async fn a_half_closed_client_still_gets_its_answer() {
     let body = serde_json::json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}],
                                   "max_tokens": 4})
     .to_string();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = chat_request(&address, &body);
     socket.write_all(request.as_bytes()).await.unwrap();
     socket.shutdown().await.unwrap();
     let (response, _) = read_until_closed(&mut socket, WAIT).await;
@@ -282,11 +262,7 @@ async fn a_client_that_closes_while_waiting_still_cancels_the_upstream() {
     let address = address(&router.url);
     let mut socket = TcpStream::connect(&address).await.unwrap();
     let body = chat_body(4, false).to_string();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = chat_request(&address, &body);
     socket.write_all(request.as_bytes()).await.unwrap();
     spot.wait_until(|s| s.running >= 1).await;
     drop(socket);
@@ -296,31 +272,21 @@ async fn a_client_that_closes_while_waiting_still_cancels_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_is_not_sent_again_when_a_pooled_connection_drops_after_reading_it() {
-    let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
     // The first request leaves a pooled connection; on the second the backend reads the
     // request, then drops the connection without answering (a crash mid-generation).
-    let upstream =
-        ScriptedUpstream::start(vec![Reply::KeepAlive(answer), Reply::Close(""), Reply::Close(answer)]).await;
-    let backend = tandemn_config::api::BackendSpec {
-        tier: Tier::Serverless,
-        url: upstream.url(),
-        capacity: 8,
-        auth: Default::default(),
-        draining: false,
-    };
-    let router = TestRouter::start(settings(), &[backend]);
+    let script = vec![Reply::KeepAlive(OK_EMPTY_JSON), Reply::Close(""), Reply::Close(OK_EMPTY_JSON)];
+    let (router, upstream) = scripted_router(script, "").await;
     assert_eq!(router.chat(&chat_body(2, false)).send().await.unwrap().status(), 200);
     let second = router.chat(&chat_body(2, false)).send().await.unwrap();
     assert_eq!(second.status(), 502);
     assert_eq!(upstream.received().len(), 2, "the POST reached the backend twice");
 }
 
-/// A router in front of one scripted upstream that answers `200 {}` and keeps the connection.
-async fn scripted_router(base_path: &str) -> (TestRouter, ScriptedUpstream) {
-    let upstream = ScriptedUpstream::start(vec![Reply::KeepAlive(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
-    )])
-    .await;
+const OK_EMPTY_JSON: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+
+/// A router in front of one scripted serverless upstream (at `base_path`).
+async fn scripted_router(script: Vec<Reply>, base_path: &str) -> (TestRouter, ScriptedUpstream) {
+    let upstream = ScriptedUpstream::start(script).await;
     let backend = tandemn_config::api::BackendSpec {
         tier: Tier::Serverless,
         url: format!("{}{base_path}", upstream.url()),
@@ -333,7 +299,7 @@ async fn scripted_router(base_path: &str) -> (TestRouter, ScriptedUpstream) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_gets_its_go_ahead() {
-    let (router, upstream) = scripted_router("").await;
+    let (router, upstream) = scripted_router(vec![Reply::KeepAlive(OK_EMPTY_JSON)], "").await;
     let address = address(&router.url);
     let mut socket = TcpStream::connect(&address).await.unwrap();
     let head = format!(
@@ -352,7 +318,7 @@ async fn expect_100_continue_gets_its_go_ahead() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_request_headers_stay_behind() {
-    let (router, upstream) = scripted_router("").await;
+    let (router, upstream) = scripted_router(vec![Reply::KeepAlive(OK_EMPTY_JSON)], "").await;
     let address = address(&router.url);
     let mut socket = TcpStream::connect(&address).await.unwrap();
     for te in ["TE: trailers\r\nConnection: keep-alive, TE", "te: gzip\r\nConnection: te", "Te: trailers"] {

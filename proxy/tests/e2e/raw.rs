@@ -21,6 +21,16 @@ pub fn post(address: &str, path: &str, extra_headers: &str) -> String {
     )
 }
 
+/// A chat completion POST of `body` (JSON text) with the test client key.
+pub fn chat_request(address: &str, body: &str) -> String {
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        crate::harness::CLIENT_KEY,
+        body.len()
+    )
+}
+
 /// Reads until the peer closes or `limit` passes; returns what arrived and whether the
 /// peer closed.
 pub async fn read_until_closed(socket: &mut TcpStream, limit: Duration) -> (String, bool) {
