@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = commands::exit_code(&error);
-            eprintln!("error: {}", commands::message(&error));
+            crate::output::eprintln(&format!("error: {}", commands::message(&error)));
             ExitCode::from(code)
         }
     }
@@ -38,5 +38,5 @@ fn init_logging(verbose: bool, serving: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let colors = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colors).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| output::LogWriter).with_ansi(colors).init();
 }

@@ -10,6 +10,27 @@ pub fn print(text: &str) {
     let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
 }
 
+/// A line on stderr; like `print`, a closed stderr is not worth a panic.
+pub fn eprintln(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// Where logs go: stderr, or nowhere once stderr is gone (a closed pipe must not stop a
+/// router in the middle of its streams).
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().lock().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 /// `print` plus a newline.
 pub fn println(text: &str) {
     print(&format!("{text}\n"));

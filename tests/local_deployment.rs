@@ -640,3 +640,25 @@ fn destroy_stops_a_running_deployment_whose_record_is_corrupt() {
         pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
     });
 }
+
+/// A key in tandemn's environment stays tandemn's: no replica or serverless process
+/// inherits it (engines and their logs are not trusted with the router's keys).
+#[test]
+fn children_do_not_inherit_the_router_keys() {
+    const KEY: &str = "tdn-env-secret-7f3a";
+    let deployment = Deployment::start_in(tempfile::tempdir().unwrap(), &[("TANDEMN_API_KEY", KEY)]);
+    let target = (deployment.endpoint.clone(), KEY.to_string());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert!(runtime.block_on(request(&client(), &target, 2)).ok, "the key from the environment opens the router");
+    wait_for("a spot replica process", Duration::from_secs(10), || {
+        deployment.status()["replicas"].as_array().unwrap().iter().any(|r| r["pid"].is_u64())
+    });
+    let pids = pids_of(&deployment.status());
+    assert!(pids.len() >= 2, "a replica and the serverless endpoint");
+    for pid in pids {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(!String::from_utf8_lossy(&environ).contains(KEY), "process {pid} inherited TANDEMN_API_KEY");
+    }
+    let destroyed = tandemn(deployment.home.path()).args(["destroy", "--service-name", "story"]).output().unwrap();
+    assert!(destroyed.status.success());
+}

@@ -210,11 +210,18 @@ fn describe(message: &str) -> String {
         // key; a word where a number goes (`ten`, `yes`) is worth showing.
         let section = expected == "a sequence" || expected.starts_with("struct ");
         return match found.strip_prefix("string ") {
-            Some(_) if section => format!("expected {noun}, found a string (not shown)"),
+            Some(text) if section || !plain_word(text) => format!("expected {noun}, found a string (not shown)"),
             _ => format!("expected {noun}, found {found}"),
         };
     }
     message.to_string()
+}
+
+/// A short word (`"ten"`, `"yes"`) is worth echoing; anything else, such as a token pasted
+/// into the wrong key, is not shown.
+fn plain_word(quoted: &str) -> bool {
+    let word = quoted.trim_matches('"');
+    !word.is_empty() && word.len() <= 12 && word.chars().all(|c| c.is_ascii_alphabetic() || c == ' ')
 }
 
 /// Serde's name for an expected type, in the words of a configuration file.
@@ -673,6 +680,11 @@ mod tests {
             "local:\n  command: 'vllm serve {model} --api-key sk-live-123'\n",
             "router: 'sk-live-123'\n",
             "local: 'sk-live-123'\n",
+            // A token pasted into a key that takes a number or a flag.
+            "router:\n  header_timeout: sk-live-123\n",
+            "router:\n  health_public: sk-live-123\n",
+            "router:\n  listen: sk-live-123\n",
+            "router:\n  backends:\n    - {tier: spot, url: 'http://h', capacity: sk-live-123}\n",
         ];
         for extra in cases {
             let found = errors(&format!("{BASE}{extra}"));

@@ -282,7 +282,12 @@ fn router_config(check: &mut Checker, raw: RawRouter, serverless: &ServerlessPol
     let listen = match raw.listen {
         None => default.listen,
         Some(text) => text.parse::<SocketAddr>().unwrap_or_else(|_| {
-            check.fail("router.listen", format!("`{text}` is not an address such as `0.0.0.0:8080`"));
+            // Echoed only when it looks like an address: anything else may be a pasted token.
+            let addressy = text.len() <= 64
+                && (text.contains([':', '.']) || text.chars().all(|c| c.is_ascii_alphabetic()))
+                && text.chars().all(|c| c.is_ascii_alphanumeric() || ".:[]-".contains(c));
+            let shown = if addressy { format!("`{text}`") } else { "the value (not shown)".to_string() };
+            check.fail("router.listen", format!("{shown} is not an address such as `0.0.0.0:8080`"));
             default.listen
         }),
     };

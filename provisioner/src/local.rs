@@ -76,6 +76,10 @@ impl Processes {
         let log = self.log_file(name)?;
         let err = log.try_clone().map_err(|e| ProviderError::new(ErrorKind::Transient, e.to_string()))?;
         command.stdin(Stdio::null()).stdout(log).stderr(err).process_group(0);
+        // The router's keys are tandemn's, not the engine's: children do not inherit them.
+        for secret in ["TANDEMN_API_KEY", "TANDEMN_ADMIN_KEY"] {
+            command.env_remove(secret);
+        }
         let child =
             command.spawn().map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot start {name}: {e}")))?;
         let pid = child.id();

@@ -128,7 +128,22 @@ impl AsyncRead for GuardedStream {
             }
         }
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        // A head may not pass the limit by a whole read buffer: reads are cut to what is
+        // still allowed (one byte more, to tell an exact fit from an overflow).
+        let allowed = match this.state.phase() {
+            Phase::Head => (MAX_HEAD_BYTES + 1).saturating_sub(this.head_bytes),
+            Phase::Idle => MAX_HEAD_BYTES + 1,
+            Phase::Request => usize::MAX,
+        };
+        let polled = if buf.remaining() > allowed {
+            let mut scratch = [0_u8; 8192];
+            let mut limited = ReadBuf::new(&mut scratch[..allowed.min(8192)]);
+            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut limited);
+            buf.put_slice(limited.filled());
+            polled
+        } else {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        };
         let read = buf.filled().len() - before;
         if read > 0 {
             match this.state.phase() {

@@ -157,10 +157,10 @@ async fn send(
         detail: e.to_string(),
     };
     // A pooled connection the backend closed while idle is skipped before anything is
-    // written. Once request bytes went out the exchange is never repeated on this
-    // backend: the backend may have read the request, and a repeated POST is a second,
-    // billed generation. Only a write that failed at once (the backend had already
-    // reset the connection, so it read nothing) is tried again on a new connection.
+    // written. Once the whole request went out the exchange is never repeated on this
+    // backend: the backend may have read it, and a repeated POST is a second, billed
+    // generation. Only a write that failed (the backend had reset the connection, so it
+    // never had the whole request) is tried again on a new connection.
     let mut tries_left = 4;
     let (upstream, header) = loop {
         let (mut upstream, reused) = router.connector.get_http_session(&peer).await.map_err(transport)?;
@@ -170,8 +170,8 @@ async fn send(
         }
         match exchange(router, &mut upstream, downstream, backend, body, request_id).await {
             Ok(header) => break (upstream, header),
-            Err(Exchange::NothingSent(_)) if reused && tries_left > 1 => tries_left -= 1,
-            Err(Exchange::NothingSent(error) | Exchange::Sent(error)) => return Err(transport(error)),
+            Err(Exchange::Incomplete(_)) if reused && tries_left > 1 => tries_left -= 1,
+            Err(Exchange::Incomplete(error) | Exchange::Sent(error)) => return Err(transport(error)),
         }
     };
     let status = header.status.as_u16();
@@ -181,9 +181,10 @@ async fn send(
     Ok((upstream, peer, header))
 }
 
-/// How an exchange failed: before any request byte reached the connection, or after.
+/// How an exchange failed: while the request was being written (the backend reset the
+/// connection, so it cannot have the whole request), or after it was sent.
 enum Exchange {
-    NothingSent(pingora::BError),
+    Incomplete(pingora::BError),
     Sent(pingora::BError),
 }
 
@@ -213,14 +214,17 @@ async fn exchange(
     upstream.set_write_timeout(Some(router.settings.first_byte_timeout));
     // Never silently dropped: a base path that cannot take this target fails the attempt.
     let target = upstream_target(downstream.raw_path(), &backend.url.base_path)
-        .map_err(|problem| Exchange::NothingSent(pingora::Error::explain(ErrorType::InvalidHTTPHeader, problem)))?;
+        .map_err(|problem| Exchange::Incomplete(pingora::Error::explain(ErrorType::InvalidHTTPHeader, problem)))?;
     let request = upstream_request(downstream, target, backend, body.len(), request_id);
-    upstream.write_request_header(Box::new(request)).await.map_err(Exchange::NothingSent)?;
-    let sent = async {
+    let write = async {
+        upstream.write_request_header(Box::new(request)).await?;
         if !body.is_empty() {
             upstream.write_request_body(body.clone(), true).await?;
         }
-        upstream.finish_request_body().await?;
+        upstream.finish_request_body().await
+    };
+    write.await.map_err(Exchange::Incomplete)?;
+    let read = async {
         for _ in 0..8 {
             upstream.read_response_header().await?;
             let header = upstream.response_header().cloned();
@@ -232,7 +236,7 @@ async fn exchange(
         }
         pingora::Error::e_explain(ErrorType::InvalidHTTPHeader, "the upstream sent no final response header")
     };
-    sent.await.map_err(Exchange::Sent)
+    read.await.map_err(Exchange::Sent)
 }
 
 /// The request target the backend gets: the client's origin-form path and query under
@@ -247,8 +251,14 @@ pub fn upstream_target(raw_target: &[u8], base_path: &str) -> Result<http::Uri, 
     }
     let target = std::str::from_utf8(raw_target).map_err(|_| "the request target is not UTF-8".to_string())?;
     let uri: http::Uri = target.parse().map_err(|_| "the request target is not a valid path".to_string())?;
-    let dot_segment = uri.path().split('/').any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+    let path = uri.path().to_ascii_lowercase();
+    // An encoded `/` or `\` (or a raw `\`) is a separator to some backends once decoded,
+    // which would make `..%2f` a way out of the base path.
+    if path.contains("%2f") || path.contains("%5c") || path.contains('\\') {
+        return Err("the request path must not contain an encoded `/` or a `\\`".to_string());
+    }
+    let dot_segment = path.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".");
         decoded == "." || decoded == ".."
     });
     if dot_segment {
@@ -391,6 +401,16 @@ async fn stream(
     }
     for name in HOP_BY_HOP {
         response.remove_header(name);
+    }
+    // `x-tandemn-*` headers are the router's own word: an upstream cannot speak for it.
+    let forged: Vec<String> = response
+        .headers
+        .keys()
+        .map(|name| name.as_str().to_string())
+        .filter(|name| name.starts_with("x-tandemn-"))
+        .collect();
+    for name in forged {
+        response.remove_header(&name);
     }
     if event_stream {
         // A length makes some clients and proxies wait for the whole body; SSE must flow.
@@ -565,11 +585,17 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 async fn client_gone(session: &mut Session, probed: &mut bool) -> bool {
     use futures_util::FutureExt;
     let half_closed = |session: &Session| session.as_http1().is_some_and(|h1| h1.is_half_closed());
-    if !half_closed(session) && matches!(session.read_body_or_idle(true).now_or_never(), Some(Err(_))) {
-        return true;
-    }
     if !half_closed(session) {
-        return false;
+        let keepalive = session.get_keepalive();
+        if matches!(session.read_body_or_idle(true).now_or_never(), Some(Err(_))) {
+            return true;
+        }
+        if !half_closed(session) {
+            return false;
+        }
+        // Pingora stops keep-alive at the FIN, but requests the client pipelined before
+        // it are already buffered: they are answered, then the connection closes.
+        session.set_keepalive(keepalive);
     }
     if socket_reset(session) {
         return true;
@@ -611,6 +637,9 @@ mod tests {
             b"/./v1",
             b"/v1/\xff",
             b"/v1 /x",
+            b"/v1/..%2f..%2fother/x",
+            b"/v1/%2E%2E%5Cother",
+            b"/v1/..\\..\\other",
             b"",
         ] {
             assert!(upstream_target(bad, "/base").is_err(), "{}", String::from_utf8_lossy(bad));

@@ -104,6 +104,8 @@ impl ShutdownSignalWatch for ManualShutdown {
 pub struct SignalShutdown {
     pub router: Arc<Router>,
     pub grace: Duration,
+    /// A config reloader answers SIGHUP; otherwise it is logged here.
+    pub reloads_on_hangup: bool,
 }
 
 #[async_trait::async_trait]
@@ -125,7 +127,9 @@ impl ShutdownSignalWatch for SignalShutdown {
                 _ = interrupt.recv() => return ShutdownSignal::FastShutdown,
                 _ = terminate.recv() => break,
                 _ = quit.recv() => break,
-                _ = hangup.recv() => tracing::info!("SIGHUP: nothing to reload without --config; still serving"),
+                _ = hangup.recv() => if !self.reloads_on_hangup {
+                    tracing::info!("SIGHUP: nothing to reload without --config; still serving");
+                },
             }
         }
         drain(&self.router, self.grace, async {

@@ -166,7 +166,7 @@ impl ProxyHttp for RouterService {
             .headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .filter(|v| valid_request_id(v))
             .map_or_else(new_request_id, str::to_string);
         let path = session.req_header().uri.path();
         if path.starts_with("/router/") || path == "/metrics" {
@@ -185,6 +185,13 @@ impl ProxyHttp for RouterService {
             router.metrics.rejected_overloaded.fetch_add(1, Relaxed);
             return respond(session, ctx, Err(ProxyError::Overloaded)).await;
         };
+        // A body that may not come gets its 413 before a go-ahead.
+        let declared = declared_length(session);
+        if declared.is_some_and(|length| length > router.settings.max_body_bytes) {
+            router.metrics.rejected_too_large.fetch_add(1, Relaxed);
+            return respond(session, ctx, Err(ProxyError::BodyTooLarge { limit: router.settings.max_body_bytes }))
+                .await;
+        }
         if expects_continue(session) && session.write_continue_response().await.is_err() {
             router.metrics.client_aborts.fetch_add(1, Relaxed);
             ctx.error = Some("client_gone");
@@ -304,6 +311,12 @@ fn expects_continue(session: &Session) -> bool {
             .any(|v| v.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("100-continue")))
 }
 
+/// A client's `x-request-id` is kept only if it is a plain token: it goes into log lines
+/// (where spaces or `=` could forge fields), upstream requests and responses.
+fn valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
 fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
@@ -334,12 +347,11 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
     difference == 0
 }
 
+fn declared_length(session: &Session) -> Option<u64> {
+    session.req_header().headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+}
+
 async fn read_body(session: &mut Session, limit: u64) -> std::result::Result<Bytes, ProxyError> {
-    let declared =
-        session.req_header().headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(ProxyError::BodyTooLarge { limit });
-    }
     let mut body = BytesMut::new();
     loop {
         match session.read_request_body().await {
@@ -395,6 +407,16 @@ mod tests {
         assert!(!constant_time_eq("key-123", "key-1234"));
         assert!(!constant_time_eq("", "x"));
         assert!(constant_time_eq("", ""));
+    }
+
+    #[test]
+    fn only_plain_request_ids_are_kept() {
+        for good in ["abc", "3f2a-01:b.c_d", &"a".repeat(128)] {
+            assert!(valid_request_id(good), "{good}");
+        }
+        for bad in ["", "a b", "0 method=POST status=200", "a\"b", "a=b", &"a".repeat(129), "ü"] {
+            assert!(!valid_request_id(bad), "{bad}");
+        }
     }
 
     #[test]

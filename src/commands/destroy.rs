@@ -29,7 +29,9 @@ fn destroy_all(store: &StateStore) -> anyhow::Result<()> {
     let listing = store.deployments(None)?;
     let mut missed = 0;
     for unreadable in &listing.unreadable {
-        eprintln!("warning: {unreadable}; skipped (`tandemn destroy --service-name NAME` stops what it can)");
+        crate::output::eprintln(&format!(
+            "warning: {unreadable}; skipped (`tandemn destroy --service-name NAME` stops what it can)"
+        ));
         missed += 1;
     }
     let names: Vec<String> = listing
@@ -43,7 +45,7 @@ fn destroy_all(store: &StateStore) -> anyhow::Result<()> {
     }
     for name in names {
         if let Err(error) = destroy(store, &name) {
-            eprintln!("error: {name}: {}", super::message(&error));
+            crate::output::eprintln(&format!("error: {name}: {}", super::message(&error)));
             missed += 1;
         }
     }
@@ -60,7 +62,7 @@ fn destroy(store: &StateStore, name: &str) -> anyhow::Result<()> {
             return Err(UsageError(format!("no deployment named `{name}`; `tandemn list` shows them")).into());
         }
         Err(corrupt @ StoreError::Corrupt { .. }) => {
-            eprintln!("warning: {corrupt}; stopping what its run recorded anyway");
+            crate::output::eprintln(&format!("warning: {corrupt}; stopping what its run recorded anyway"));
             false
         }
         Err(other) => return Err(other.into()),

@@ -31,7 +31,7 @@ impl Keys {
     pub fn from_args(args: &KeyArgs) -> Result<Keys, UsageError> {
         let keys = Self::read(args, |name| std::env::var_os(name))?;
         for warning in &keys.warnings {
-            eprintln!("warning: {warning}");
+            crate::output::eprintln(&format!("warning: {warning}"));
         }
         Ok(keys)
     }

@@ -17,7 +17,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<()> {
     let listing = store.deployments(status)?;
     // A bad row is named and skipped: it must not hide every other deployment.
     for unreadable in &listing.unreadable {
-        eprintln!("warning: {unreadable}; it is left out");
+        crate::output::eprintln(&format!("warning: {unreadable}; it is left out"));
     }
     let deployments = listing.deployments;
     if args.json {
@@ -36,7 +36,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<()> {
         let gpu = if d.gpu_count == 1 { d.gpu.clone() } else { format!("{}x{}", d.gpu_count, d.gpu) };
         // An active deployment whose process died (a crash, a SIGKILL) says so.
         let run = store.run(&d.service_name).unwrap_or_else(|unreadable| {
-            eprintln!("warning: {unreadable}");
+            crate::output::eprintln(&format!("warning: {unreadable}"));
             None
         });
         let stale = d.status == DeploymentStatus::Active

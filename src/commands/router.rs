@@ -95,7 +95,11 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
         server.add_service(pingora::services::background::background_service("config reload", reloader));
     }
     // SIGTERM drains (at most the grace period) and exits as soon as nothing is in flight.
-    let signals = server::SignalShutdown { router: router.clone(), grace: server_settings.grace_period };
+    let signals = server::SignalShutdown {
+        router: router.clone(),
+        grace: server_settings.grace_period,
+        reloads_on_hangup: args.config.is_some(),
+    };
     server::run(server, Box::new(signals));
     Ok(())
 }
@@ -147,12 +151,14 @@ impl ConfigReloader {
 
     fn reload(&self, why: &str) {
         let sources = Sources { deployment_file: Some(self.path.clone()), ..Sources::default() };
-        let result = sources.load(Catalog::embedded()).map_err(|e| e.to_string()).and_then(|spec| {
-            let mut backends: Vec<BackendSpec> =
-                spec.router.backends.iter().map(|b| b.resolve()).collect::<Result<_, _>>()?;
-            backends.extend(self.flag_backends.iter().cloned());
-            self.state.publish(&backends).map(|version| (version, backends.len()))
-        });
+        // One log line: each problem after the count.
+        let result =
+            sources.load(Catalog::embedded()).map_err(|e| e.to_string().replace("\n  ", " ")).and_then(|spec| {
+                let mut backends: Vec<BackendSpec> =
+                    spec.router.backends.iter().map(|b| b.resolve()).collect::<Result<_, _>>()?;
+                backends.extend(self.flag_backends.iter().cloned());
+                self.state.publish(&backends).map(|version| (version, backends.len()))
+            });
         match result {
             Ok((version, count)) => tracing::info!(%why, version, backends = count, "configuration reloaded"),
             Err(problem) => tracing::warn!(%why, %problem, "configuration not reloaded; keeping the current backends"),

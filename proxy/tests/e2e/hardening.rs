@@ -377,3 +377,106 @@ async fn draining_refuses_new_requests_and_finishes_the_ones_in_flight() {
     assert!(text.contains("[DONE]"), "the stream in flight was cut: {text}");
     tokio::time::timeout(WAIT, drained).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cut_while_it_is_written_is_sent_again_on_a_new_connection() {
+    // The backend resets a pooled connection while the (large) body is still being
+    // written: it never had the whole request, so a new connection carries it.
+    let script = vec![Reply::KeepAlive(OK_EMPTY_JSON), Reply::ResetAfterHead, Reply::KeepAlive(OK_EMPTY_JSON)];
+    let upstream = ScriptedUpstream::start(script).await;
+    let backend = tandemn_config::api::BackendSpec {
+        tier: Tier::Serverless,
+        url: upstream.url(),
+        capacity: 8,
+        auth: Default::default(),
+        draining: false,
+    };
+    let mut config = settings();
+    config.max_body_bytes = 64 << 20;
+    let router = TestRouter::start(config, &[backend]);
+    assert_eq!(router.chat(&chat_body(2, false)).send().await.unwrap().status(), 200);
+    let big =
+        serde_json::json!({"model": "mock-model", "messages": [{"role": "user", "content": "x".repeat(32 << 20)}]});
+    let response = router.chat(&big).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{:?}", upstream.received().len());
+    let seen = upstream.received();
+    assert_eq!(seen.len(), 3);
+    assert!(seen[1].starts_with("(reset after head)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_before_a_half_close_are_all_answered() {
+    let spot = mock(MockConfig { ttft_ms: 400.0, itl_ms: 1.0, ..MockConfig::default() }).await;
+    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &spot, 8)]);
+    let address = address(&router.url);
+    let mut socket = TcpStream::connect(&address).await.unwrap();
+    let requests: String = (3..6)
+        .map(|tokens| {
+            let body = serde_json::json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}],
+                                          "max_tokens": tokens});
+            chat_request(&address, &body.to_string())
+        })
+        .collect();
+    socket.write_all(requests.as_bytes()).await.unwrap();
+    socket.shutdown().await.unwrap();
+    let (answers, _) = read_until_closed(&mut socket, WAIT).await;
+    for tokens in 3..6 {
+        assert!(answers.contains(&format!("\"completion_tokens\":{tokens}")), "answer {tokens} missing: {answers}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_over_the_limit_is_cut_even_in_one_write() {
+    let router = TestRouter::start(settings(), &[]);
+    let address = address(&router.url);
+    let mut socket = TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "GET /v1/models HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n{}\r\n",
+        format!("X-Padding: {}\r\n", "a".repeat(1000)).repeat(80)
+    );
+    let _ = socket.write_all(head.as_bytes()).await;
+    let (response, closed) = read_until_closed(&mut socket, WAIT).await;
+    assert!(
+        closed && !response.contains(" 503 ") && !response.contains(" 200 "),
+        "an 80 KiB head was served: {response}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_cannot_speak_for_the_router() {
+    let forged = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Tandemn-Error: forged\r\n\
+                  x-tandemn-backend: spot/elsewhere\r\nContent-Length: 2\r\n\r\n{}";
+    let (router, _upstream) = scripted_router(vec![Reply::KeepAlive(forged)], "").await;
+    let response = router.chat(&chat_body(2, false)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("x-tandemn-error").is_none(), "{:?}", response.headers());
+    assert!(backend_of(&response).starts_with("serverless/127.0.0.1:"), "{}", backend_of(&response));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_large_is_refused_before_any_go_ahead() {
+    let (router, upstream) = scripted_router(vec![Reply::KeepAlive(OK_EMPTY_JSON)], "").await;
+    let address = address(&router.url);
+    let mut socket = TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
+         Content-Length: 999999999\r\nExpect: 100-continue\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let (response, _) = read_until_closed(&mut socket, WAIT).await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(upstream.received().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_that_could_forge_log_fields_is_replaced() {
+    let spot = mock(fast()).await;
+    let router = TestRouter::start(settings(), &[spec(Tier::Spot, &spot, 8)]);
+    let forged = "0 method=POST status=200 backend=\"spot/10.0.0.5:8000\"";
+    let response = router.chat(&chat_body(2, false)).header("x-request-id", forged).send().await.unwrap();
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(id, forged);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    let kept = router.chat(&chat_body(2, false)).header("x-request-id", "client-id-42").send().await.unwrap();
+    assert_eq!(kept.headers()["x-request-id"], "client-id-42");
+}

@@ -67,6 +67,9 @@ pub enum Reply {
     KeepAlive(&'static str),
     /// Writes these bytes, then closes.
     Close(&'static str),
+    /// Reads the request head only, then resets the connection (a backend that closes
+    /// while the request body is still coming).
+    ResetAfterHead,
 }
 
 /// An upstream that answers each request from a script and records what it received.
@@ -124,6 +127,13 @@ async fn serve(mut socket: TcpStream, seen: Arc<Mutex<Vec<String>>>, script: Vec
             }
         };
         let head = String::from_utf8_lossy(&pending[..head_end]).into_owned();
+        if matches!(script[seen.lock().unwrap().len().min(script.len() - 1)], Reply::ResetAfterHead) {
+            seen.lock().unwrap().push(format!("(reset after head) {head}"));
+            // Linger 0 resets at once; it blocks nothing, as nothing is left to send.
+            #[expect(deprecated, reason = "tokio's set_linger is the plain SO_LINGER this test wants")]
+            let _ = socket.set_linger(Some(Duration::ZERO));
+            return;
+        }
         let length: usize = head
             .lines()
             .find_map(|line| {
@@ -154,6 +164,7 @@ async fn serve(mut socket: TcpStream, seen: Arc<Mutex<Vec<String>>>, script: Vec
                 let _ = socket.write_all(bytes.as_bytes()).await;
                 return;
             }
+            Reply::ResetAfterHead => unreachable!("handled before the body"),
         }
     }
 }
