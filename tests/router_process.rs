@@ -107,3 +107,16 @@ fn the_router_raises_its_open_file_limit_to_the_hard_limit() {
     assert_eq!(soft, hard, "{line}");
     assert!(router.answers());
 }
+
+#[test]
+fn a_closed_stderr_does_not_stop_the_router() {
+    let mut router = RouterProcess::start("");
+    // The reader of its logs goes away, as `tandemn router 2>&1 | head` does.
+    drop(router.child.stderr.take());
+    for _ in 0..5 {
+        assert!(router.answers(), "a request after stderr closed went unanswered");
+    }
+    router.signal(Signal::SIGTERM);
+    assert!(router.exits_within(Duration::from_secs(10)).is_some());
+    assert!(router.child.wait().unwrap().success(), "the router did not exit cleanly");
+}
