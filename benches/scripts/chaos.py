@@ -36,7 +36,7 @@ spots_cloud: local
 scaling:
   spot: {{min_replicas: 1, max_replicas: 3, target_qps: 100, upscale_delay: 0, downscale_delay: 10, demand_window: 5}}
   serverless: {{concurrency: 64, scaledown_window: 5, workers_max: 8}}
-router: {{listen: 127.0.0.1:0, spot_capacity: 64}}
+router: {{listen: 127.0.0.1:0, spot_capacity: 64, idle_timeout: 10}}
 local: {{spot_boot_secs: 2, cold_start_secs: 0.5}}
 """
 
@@ -189,6 +189,9 @@ def malformed_requests(key):
         ("huge header (256 KiB)", (
             f"GET /v1/models HTTP/1.1\r\nHost: chaos\r\n{auth}X-Big: {'a' * 262144}\r\n\r\n"
         ).encode()),
+        ("huge header (1 MiB)", (
+            f"GET /v1/models HTTP/1.1\r\nHost: chaos\r\n{auth}X-Big: {'a' * 1048576}\r\n\r\n"
+        ).encode()),
         ("5,000 headers", (
             f"GET /v1/models HTTP/1.1\r\nHost: chaos\r\n{auth}"
             + "".join(f"X-H{i}: v\r\n" for i in range(5000)) + "\r\n"
@@ -204,7 +207,7 @@ def malformed_requests(key):
     ]
 
 
-def send_malformed(address, name, payload, timeout=10):
+def send_malformed(address, name, payload, timeout=20):
     """Sends one malformed request; returns (name, verdict, detail)."""
     started = time.monotonic()
     try:
@@ -406,7 +409,7 @@ class Faults:
     def sighup(self):
         os.kill(self.d.pid, signal.SIGHUP)
         time.sleep(2)
-        state = "still running" if self.d.alive() else f"exited with {self.d.process.returncode}"
+        state = "still running" if self.d.alive() else exit_text(self.d.process.returncode)
         self.event("sighup", f"SIGHUP to deploy pid {self.d.pid}: {state} 2 s later")
 
     def stop(self):
@@ -439,7 +442,7 @@ class Monitor:
         started = time.monotonic()
         while not self.done.wait(1.0):
             try:
-                backends = self.d.status().get("router", {}).get("backends", [])
+                backends = (self.d.status().get("router") or {}).get("backends") or []
             except (Failure, ValueError, subprocess.TimeoutExpired):
                 continue
             usable = {"spot": 0, "serverless": 0}
@@ -492,7 +495,7 @@ def ledger_matches(deployment, binary, env):
     cost = json.loads(deployment.tandemn("cost", "--service-name", SERVICE, "--json").stdout)
     record = deployment.home / "local" / SERVICE / "billing.jsonl"
     spot_secs = serverless_secs = 0
-    for line in record.read_text().splitlines():
+    for line in (record.read_text() if record.exists() else "").splitlines():
         bill = json.loads(line)
         secs = -(-(bill["stopped_unix_ms"] - bill["started_unix_ms"]) // 1000)
         if bill["tier"] == "spot":
@@ -576,12 +579,12 @@ def run(args, rng, work, d):
     load.wait(timeout=args.duration + 120)
     monitor.stop()
     alive = d.alive()
-    log(f"load finished; deploy process {'running' if alive else f'exited with {d.process.returncode}'}")
+    log(f"load finished; deploy process {'running' if alive else exit_text(d.process.returncode)}")
 
     checks = []
     report = json.loads((work / "bench.json").read_text()) if (work / "bench.json").exists() else None
     checks.append(("router survived the run", alive,
-                   "deploy process running" if alive else f"deploy exited with {d.process.returncode}: {d.log_tail(5)}"))
+                   "deploy process running" if alive else f"deploy {exit_text(d.process.returncode)}: {d.log_tail(3)}"))
     if report is None:
         checks.append(("bench report", False, (work / "bench.json.stderr").read_text()[-500:]))
     else:
@@ -609,6 +612,13 @@ def run(args, rng, work, d):
         "malformed requests get a 4xx or a close, never a 5xx or a hang", bool(faults.malformed_results) and not malformed_bad,
         "; ".join(f"{n}: {v} {x}" for n, v, x in faults.malformed_results) or "none sent",
     ))
+    cut_off = [o for o in faults.slowloris_results if not o.startswith("still open")]
+    checks.append((
+        "slow request heads are cut off (slowloris)",
+        bool(faults.slowloris_results) and len(cut_off) == len(faults.slowloris_results),
+        f"{len(cut_off)} of {len(faults.slowloris_results)} closed or answered by the router within {SLOWLORIS_SECS} s"
+        + (f" ({sorted(set(o.split(' after ')[0] for o in cut_off))})" if cut_off else ""),
+    ))
     if alive:
         now, rss_limit, fd_limit = settle(d, baseline)
         ok = now[0] <= rss_limit and now[1] <= fd_limit
@@ -621,6 +631,8 @@ def run(args, rng, work, d):
         d.process.wait(timeout=700)
     else:
         checks.append(("router RSS and fds back to baseline", False, "not measurable: the router died"))
+        # `destroy` closes a dead deployment's records, as a user would after a crash.
+        d.tandemn("destroy", "--service-name", SERVICE, check=False, timeout=120)
     ok, evidence = ledger_matches(d, args.bin, d.env)
     checks.append(("ledger matches the billing record", ok, evidence))
 
@@ -633,6 +645,12 @@ def run(args, rng, work, d):
     (work / "chaos.json").write_text(json.dumps(results, indent=2))
     summary(report, faults, checks)
     return 0 if all(p for _, p, _ in checks) else 1
+
+
+def exit_text(code):
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exited with {code}"
 
 
 def stage_started(stage):
