@@ -559,10 +559,10 @@ def run(args, rng, work, d):
     d.wait_ready()
     # Baseline after a fault-free warm-up at the same concurrency: allocator caches and
     # connection pools are as big as the load makes them before any fault.
+    pristine = d.footprint()
     warm = bench(d, args.streams, 10, work / "warmup.json")
     warm.wait()
     d.wait_ready()
-    pristine = d.footprint()
     baseline = idle_footprint(d)
     log(f"baseline after warm-up: RSS {baseline[0] / 1024:.1f} MiB, {baseline[1]} fds "
         f"(before warm-up: {pristine[0] / 1024:.1f} MiB, {pristine[1]} fds)")
@@ -610,7 +610,7 @@ def run(args, rng, work, d):
     malformed_bad = [m for m in faults.malformed_results if m[1] not in ("answered", "closed")]
     checks.append((
         "malformed requests get a 4xx or a close, never a 5xx or a hang", bool(faults.malformed_results) and not malformed_bad,
-        "; ".join(f"{n}: {v} {x}" for n, v, x in faults.malformed_results) or "none sent",
+        malformed_summary(faults.malformed_results),
     ))
     cut_off = [o for o in faults.slowloris_results if not o.startswith("still open")]
     checks.append((
@@ -655,6 +655,15 @@ def exit_text(code):
 
 def stage_started(stage):
     return stage in ("before_first_event", "mid_stream")
+
+
+def malformed_summary(results):
+    """`case: outcome ×n` per case and outcome, in the order first seen; timings dropped."""
+    counts = {}
+    for name, verdict, detail in results:
+        outcome = detail.split(" after ")[0] if verdict == "closed" else f"{verdict} {detail}"
+        counts[(name, outcome)] = counts.get((name, outcome), 0) + 1
+    return "; ".join(f"{name}: {outcome} ×{n}" for (name, outcome), n in counts.items()) or "none sent"
 
 
 def fmt(counts):
