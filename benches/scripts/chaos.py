@@ -63,8 +63,10 @@ def log(message):
 
 
 class Deployment:
-    def __init__(self, binary, work):
+    def __init__(self, binary, work, bench_binary=None):
         self.binary = binary
+        # The load can come from another build's `tandemn bench` (one that reports stages).
+        self.bench_binary = bench_binary or binary
         self.work = work
         self.home = work / "home"
         self.home.mkdir()
@@ -146,7 +148,7 @@ def bench(deployment, streams, seconds, out):
     """`tandemn bench` as a child; its JSON report goes to `out`."""
     return subprocess.Popen(
         [
-            deployment.binary, "bench", "--url", deployment.endpoint, "--api-key", deployment.key,
+            deployment.bench_binary, "bench", "--url", deployment.endpoint, "--api-key", deployment.key,
             "--model", MODEL, "--concurrency", str(streams), "--duration", f"{seconds}s",
             "--isl", "64", "--osl", "64", "--timeout", "60s", "--threads", "1", "--json", "--out", str(out),
         ],
@@ -523,6 +525,7 @@ def ledger_matches(deployment, binary, env):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bin", required=True)
+    parser.add_argument("--bench-bin", default=None, help="the `tandemn` whose `bench` makes the load (default --bin)")
     parser.add_argument("--duration", type=int, default=180, help="seconds of load (default 180)")
     parser.add_argument("--streams", type=int, default=256, help="concurrent streams (default 256)")
     parser.add_argument("--sighup", action="store_true", help="also send SIGHUP to the deploy process")
@@ -534,7 +537,7 @@ def main():
     log(f"seed {args.seed}, {args.streams} streams for {args.duration} s, work folder {work}")
     deployment = None
     try:
-        deployment = Deployment(args.bin, work)
+        deployment = Deployment(args.bin, work, args.bench_bin)
         return run(args, rng, work, deployment)
     except Failure as error:
         log(f"the run could not be set up: {error}")
