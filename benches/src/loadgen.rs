@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use report::{Report, Summary};
-use request::{Outcome, Target};
+use request::{FailureStage, Outcome, Target};
 use schedule::{Profile, Trace};
 use tokio::task::JoinSet;
 
@@ -205,6 +205,8 @@ async fn progress_line(recorder: Arc<Recorder>, started: Instant) {
 
 fn summarize(target: &Target, mode: String, elapsed: Duration, outcomes: Vec<Outcome>) -> Report {
     let mut errors = BTreeMap::new();
+    let mut stages = BTreeMap::new();
+    let mut failures = BTreeMap::new();
     let mut backends = BTreeMap::new();
     let mut tiers = BTreeMap::new();
     let (mut ttft, mut gaps, mut latency) = (Vec::new(), Vec::new(), Vec::new());
@@ -213,6 +215,10 @@ fn summarize(target: &Target, mode: String, elapsed: Duration, outcomes: Vec<Out
     for outcome in &outcomes {
         if let Some(kind) = &outcome.error {
             *errors.entry(kind.clone()).or_insert(0) += 1;
+            let stage = outcome.stage.map_or("unknown", FailureStage::as_str);
+            *stages.entry(stage.to_string()).or_insert(0) += 1;
+            let reason = outcome.router_error.as_deref().map_or(String::new(), |r| format!(" {r}"));
+            *failures.entry(format!("{stage} {kind}{reason}")).or_insert(0) += 1;
             continue;
         }
         if let Some(backend) = &outcome.backend {
@@ -237,6 +243,8 @@ fn summarize(target: &Target, mode: String, elapsed: Duration, outcomes: Vec<Out
         succeeded: requests - failed,
         failed,
         errors,
+        stages,
+        failures,
         requests_per_sec: (requests - failed) as f64 / secs,
         output_tokens,
         output_tokens_per_sec: output_tokens as f64 / secs,

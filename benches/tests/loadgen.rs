@@ -54,15 +54,18 @@ async fn failures_are_counted_by_kind() {
     let report = run(target(erroring.url(), true), closed(2, 5, 4), false, Duration::ZERO).await;
     assert_eq!(report.failed, 5);
     assert_eq!(report.errors.get("status_500"), Some(&5));
+    assert_eq!(report.stages.get("error_status"), Some(&5), "{:?}", report.stages);
 
     let dying = MockConfig { die_after_chunks: Some(2), ttft_ms: 1.0, itl_ms: 10.0, ..MockConfig::default() };
     let dying = MockVllm::start(dying).await.unwrap();
     let report = run(target(dying.url(), true), closed(1, 3, 10), false, Duration::ZERO).await;
     assert_eq!(report.errors.get("truncated"), Some(&3), "{:?}", report.errors);
+    assert_eq!(report.stages.get("mid_stream"), Some(&3), "two chunks arrived first: {:?}", report.stages);
 
     let url = { MockVllm::start(MockConfig::default()).await.unwrap().url() };
     let report = run(target(url, true), closed(1, 2, 4), false, Duration::ZERO).await;
     assert_eq!(report.errors.get("connect"), Some(&2), "nothing listens any more: {:?}", report.errors);
+    assert_eq!(report.failures.get("before_response connect"), Some(&2), "{:?}", report.failures);
 
     let hanging = MockVllm::start(MockConfig { hang_rate: 1.0, ..MockConfig::default() }).await.unwrap();
     let mut slow = target(hanging.url(), true);
@@ -73,6 +76,17 @@ async fn failures_are_counted_by_kind() {
 
 /// Answers every request with a fixed SSE body and the given backend header.
 async fn scripted_server(backends: &'static [&'static str], body: &'static str) -> String {
+    scripted_response(backends, "200 OK", "content-type: text/event-stream", body).await
+}
+
+/// Answers every request with `status`, one extra header line, the backend header and
+/// `body`.
+async fn scripted_response(
+    backends: &'static [&'static str],
+    status: &'static str,
+    header: &'static str,
+    body: &'static str,
+) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -98,7 +112,7 @@ async fn scripted_server(backends: &'static [&'static str], body: &'static str) 
                 }
             }
             let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-tandemn-backend: {backend}\r\n\
+                "HTTP/1.1 {status}\r\n{header}\r\nx-tandemn-backend: {backend}\r\n\
                  content-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
@@ -124,6 +138,33 @@ async fn backend_headers_give_the_routing_split() {
     let url = scripted_server(&["spot/r1"], "data: {\"error\": {\"message\": \"upstream died\"}}\n\n").await;
     let report = run(target(url, true), closed(1, 2, 2), false, Duration::ZERO).await;
     assert_eq!(report.errors.get("stream_error"), Some(&2));
+    assert_eq!(report.stages.get("before_first_event"), Some(&2), "the error was the first event");
+}
+
+/// The stage tells a failure the client could retry from one that cost it part of an
+/// answer, and the router's reason comes with an error status.
+#[tokio::test]
+async fn failures_tell_how_far_the_request_got() {
+    const BROKEN: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
+                          data: {\"error\": {\"message\": \"upstream died\"}}\n\n";
+    let url = scripted_server(&["spot/r1"], BROKEN).await;
+    let report = run(target(url, true), closed(1, 2, 2), false, Duration::ZERO).await;
+    assert_eq!(report.failures.get("mid_stream stream_error"), Some(&2), "{:?}", report.failures);
+
+    let url = scripted_response(
+        &["-"],
+        "502 Bad Gateway",
+        "x-tandemn-error: upstream_unavailable",
+        "{\"error\": {\"message\": \"the upstream could not be reached\"}}",
+    )
+    .await;
+    let report = run(target(url, true), closed(1, 3, 2), false, Duration::ZERO).await;
+    assert_eq!(report.failures.get("error_status status_502 upstream_unavailable"), Some(&3), "{:?}", report.failures);
+    assert!(report.table().contains("failed: error_status status_502 upstream_unavailable 3"), "{}", report.table());
+
+    let url = scripted_server(&["spot/r1"], "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n").await;
+    let report = run(target(url, true), closed(1, 1, 2), false, Duration::ZERO).await;
+    assert_eq!(report.failures.get("mid_stream truncated"), Some(&1), "no [DONE]: {:?}", report.failures);
 }
 
 #[tokio::test]

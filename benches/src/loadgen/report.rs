@@ -55,6 +55,12 @@ pub struct Report {
     pub failed: u64,
     /// Failures by kind (`connect`, `timeout`, `status_503`, `stream_error`, `truncated`, ...).
     pub errors: BTreeMap<String, u64>,
+    /// Failures by how far they got (`before_response`, `error_status`,
+    /// `before_first_event`, `mid_stream`): only the last two had started an answer.
+    pub stages: BTreeMap<String, u64>,
+    /// Failures by stage, kind and the router's `x-tandemn-error` reason if it gave one,
+    /// e.g. `error_status status_502 upstream_unavailable` or `mid_stream stream_error`.
+    pub failures: BTreeMap<String, u64>,
     pub requests_per_sec: f64,
     pub output_tokens: u64,
     pub output_tokens_per_sec: f64,
@@ -115,6 +121,8 @@ impl Report {
         if !self.errors.is_empty() {
             let errors: Vec<String> = self.errors.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
             let _ = writeln!(out, "\nerrors: {}", errors.join(", "));
+            let failures: Vec<String> = self.failures.iter().map(|(what, n)| format!("{what} {n}")).collect();
+            let _ = writeln!(out, "failed: {}", failures.join(", "));
         }
         if !self.tiers.is_empty() {
             let total: u64 = self.tiers.values().sum();

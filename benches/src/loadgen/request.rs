@@ -1,5 +1,6 @@
 //! One request and what the client saw of it: time to the first event, every gap
-//! between token events, total latency, output tokens and the serving backend.
+//! between token events, total latency, output tokens, the serving backend and, for a
+//! failure, how far the request got.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,43 @@ pub struct Outcome {
     pub latency: Duration,
     pub output_tokens: u64,
     pub error: Option<String>,
+    /// How far a failed request got before it failed.
+    pub stage: Option<FailureStage>,
+    /// The `x-tandemn-error` header of an error status: the router's reason for it.
+    pub router_error: Option<String>,
     pub backend: Option<String>,
+}
+
+/// Where a request failed. A client can retry one that failed before its response
+/// started (no harm done); a stream that breaks after its `200` has cost it the tokens
+/// it already read, and only the router's error event says why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureStage {
+    /// No response at all: connect, reset or timeout before a status line.
+    BeforeResponse,
+    /// An error status (4xx, 5xx) instead of an answer.
+    ErrorStatus,
+    /// A `200` whose body failed before its first event (first byte, when not streaming).
+    BeforeFirstEvent,
+    /// A `200` whose body failed after at least one event.
+    MidStream,
+}
+
+impl FailureStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureStage::BeforeResponse => "before_response",
+            FailureStage::ErrorStatus => "error_status",
+            FailureStage::BeforeFirstEvent => "before_first_event",
+            FailureStage::MidStream => "mid_stream",
+        }
+    }
+
+    /// Whether the client had started to receive the answer (a `200`).
+    pub fn started(self) -> bool {
+        matches!(self, FailureStage::BeforeFirstEvent | FailureStage::MidStream)
+    }
 }
 
 /// The fixed parts of every request in a run.
@@ -64,13 +101,15 @@ impl Target {
         let mut outcome = Outcome::default();
         let response = match request.send().await {
             Ok(response) => response,
-            Err(error) => return failed(outcome, started, classify(&error)),
+            Err(error) => return failed(outcome, started, FailureStage::BeforeResponse, classify(&error)),
         };
         outcome.backend = response.headers().get("x-tandemn-backend").and_then(|v| v.to_str().ok()).map(str::to_string);
         let status = response.status();
         if !status.is_success() {
+            outcome.router_error =
+                response.headers().get("x-tandemn-error").and_then(|v| v.to_str().ok()).map(str::to_string);
             let _ = response.bytes().await;
-            return failed(outcome, started, format!("status_{}", status.as_u16()));
+            return failed(outcome, started, FailureStage::ErrorStatus, format!("status_{}", status.as_u16()));
         }
         if self.stream {
             read_stream(outcome, response, started).await
@@ -80,9 +119,10 @@ impl Target {
     }
 }
 
-fn failed(mut outcome: Outcome, started: Instant, kind: String) -> Outcome {
+fn failed(mut outcome: Outcome, started: Instant, stage: FailureStage, kind: String) -> Outcome {
     outcome.latency = started.elapsed();
     outcome.error = Some(kind);
+    outcome.stage = Some(stage);
     outcome
 }
 
@@ -105,25 +145,29 @@ async fn read_whole(mut outcome: Outcome, response: reqwest::Response, started: 
             let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             match answer["usage"]["completion_tokens"].as_u64() {
                 Some(tokens) => outcome.output_tokens = tokens,
-                None => outcome.error = Some("bad_body".to_string()),
+                None => {
+                    outcome.error = Some("bad_body".to_string());
+                    outcome.stage = Some(FailureStage::MidStream);
+                }
             }
             outcome
         }
-        Err(error) => failed(outcome, started, classify(&error)),
+        Err(error) => failed(outcome, started, FailureStage::BeforeFirstEvent, classify(&error)),
     }
 }
 
 /// Reads SSE as it arrives. Each event is stamped with the time of the read that
 /// completed it, which is exactly when the client could have used it.
 async fn read_stream(mut outcome: Outcome, mut response: reqwest::Response, started: Instant) -> Outcome {
-    let mut scan = StreamScan { started, last_token: None, token_events: 0, usage_tokens: None, done: false };
+    let mut scan =
+        StreamScan { started, last_token: None, token_events: 0, usage_tokens: None, done: false, events: 0 };
     // Bytes of an event split across reads; most reads hold whole events and skip it.
     let mut partial: Vec<u8> = Vec::new();
     loop {
         let bytes = match response.chunk().await {
             Ok(Some(bytes)) => bytes,
             Ok(None) => break,
-            Err(error) => return failed(outcome, started, classify(&error)),
+            Err(error) => return failed(outcome, started, scan.stage(), classify(&error)),
         };
         let now = Instant::now();
         let result = if partial.is_empty() {
@@ -132,14 +176,15 @@ async fn read_stream(mut outcome: Outcome, mut response: reqwest::Response, star
             partial.extend_from_slice(&bytes);
             scan.events(&partial, now, &mut outcome).map(|used| drop(partial.drain(..used)))
         };
-        if let Err(kind) = result {
-            return failed(outcome, started, kind.to_string());
+        if let Err((stage, kind)) = result {
+            return failed(outcome, started, stage, kind.to_string());
         }
     }
     outcome.latency = started.elapsed();
     outcome.output_tokens = scan.usage_tokens.unwrap_or(scan.token_events);
     if !scan.done {
         outcome.error = Some("truncated".to_string());
+        outcome.stage = Some(scan.stage());
     }
     outcome
 }
@@ -150,12 +195,24 @@ struct StreamScan {
     token_events: u64,
     usage_tokens: Option<u64>,
     done: bool,
+    /// Events of any kind read so far.
+    events: u64,
 }
 
 impl StreamScan {
+    /// Where a failure now would be.
+    fn stage(&self) -> FailureStage {
+        if self.events == 0 { FailureStage::BeforeFirstEvent } else { FailureStage::MidStream }
+    }
+
     /// Handles the complete events at the start of `bytes`; returns how many bytes they
     /// took, or the kind of failure an error event reports.
-    fn events(&mut self, bytes: &[u8], now: Instant, outcome: &mut Outcome) -> Result<usize, &'static str> {
+    fn events(
+        &mut self,
+        bytes: &[u8],
+        now: Instant,
+        outcome: &mut Outcome,
+    ) -> Result<usize, (FailureStage, &'static str)> {
         let event_end = memmem::Finder::new(b"\n\n");
         let mut consumed = 0;
         while let Some(end) = event_end.find(&bytes[consumed..]) {
@@ -165,13 +222,15 @@ impl StreamScan {
                 continue;
             };
             outcome.ttft.get_or_insert(now - self.started);
+            let stage = self.stage();
+            self.events += 1;
             if data == b"[DONE]" {
                 self.done = true;
                 continue;
             }
             // Parse JSON only for the rare events that need it; token events are counted.
             if memmem::find(data, b"\"error\"").is_some() {
-                return Err("stream_error");
+                return Err((stage, "stream_error"));
             }
             if memmem::find(data, b"\"usage\"").is_some() {
                 let parsed: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
