@@ -298,26 +298,7 @@ fn a_local_deployment_tells_the_whole_story() {
     assert_eq!(deployment.tandemn(&["status", "--service-name", "story", "--json"])["status"], "destroyed");
 
     // 7. `cost` agrees with the provider's own billing record, to the cent.
-    let cost = deployment.tandemn(&["cost", "--service-name", "story", "--json"]);
-    let record = std::fs::read_to_string(deployment.billing_record()).unwrap();
-    let (mut spot_secs, mut serverless_secs) = (0, 0);
-    for line in record.lines() {
-        let bill: Value = serde_json::from_str(line).unwrap();
-        let secs =
-            (bill["stopped_unix_ms"].as_u64().unwrap() - bill["started_unix_ms"].as_u64().unwrap()).div_ceil(1000);
-        if bill["tier"] == "spot" { spot_secs += secs } else { serverless_secs += secs }
-    }
-    let catalog = tandemn_config::Catalog::embedded();
-    let spot_price = catalog.spot_price("aws", "L4").unwrap().spot_usd_per_hour.unwrap();
-    let serverless_price = catalog.cheapest_serverless("L4").unwrap().price.usd_per_hour;
-    assert_eq!(cost["spot"]["billed_secs"].as_u64().unwrap(), spot_secs, "{cost}");
-    assert_eq!(cost["serverless"]["billed_secs"].as_u64().unwrap(), serverless_secs, "{cost}");
-    let cents = |usd: f64| (usd * 100.0).round();
-    assert_eq!(cents(cost["spot"]["usd"].as_f64().unwrap()), cents(spot_secs as f64 / 3600.0 * spot_price));
-    assert_eq!(
-        cents(cost["serverless"]["usd"].as_f64().unwrap()),
-        cents(serverless_secs as f64 / 3600.0 * serverless_price)
-    );
+    let (cost, spot_secs, serverless_secs) = cost_against_the_billing_record(&deployment);
     assert!(spot_secs > 0 && serverless_secs > 0);
     let routed = cost["spot_requests"].as_u64().unwrap() + cost["serverless_requests"].as_u64().unwrap();
     assert_eq!(routed, sent.load(Ordering::Relaxed), "every request is in the routing split");
@@ -390,6 +371,38 @@ fn a_dead_serverless_endpoint_is_deployed_again() {
         containers.iter().partition(|c| c["container"].as_u64().unwrap() < 1_000_000);
     assert!(!old.is_empty() && !new.is_empty(), "{containers:?}");
     assert!(old.iter().all(|c| c["stopped_at_ms"].is_u64()), "the dead endpoint's containers are closed: {old:?}");
+    // The killed endpoint's containers are in the provider's record too, as the ledger has them.
+    let destroyed = tandemn(deployment.home.path()).args(["destroy", "--service-name", "story"]).output().unwrap();
+    assert!(destroyed.status.success(), "{}", String::from_utf8_lossy(&destroyed.stderr));
+    let (_, _, serverless_secs) = cost_against_the_billing_record(&deployment);
+    assert!(serverless_secs > 0);
+}
+
+/// `cost --json` after the deployment stopped, checked against the provider's own
+/// billing record: billed seconds exactly, USD to the cent. Returns the cost and the
+/// billed spot and serverless seconds.
+fn cost_against_the_billing_record(deployment: &Deployment) -> (Value, u64, u64) {
+    let cost = deployment.tandemn(&["cost", "--service-name", "story", "--json"]);
+    let record = std::fs::read_to_string(deployment.billing_record()).unwrap();
+    let (mut spot_secs, mut serverless_secs) = (0, 0);
+    for line in record.lines() {
+        let bill: Value = serde_json::from_str(line).unwrap();
+        let secs =
+            (bill["stopped_unix_ms"].as_u64().unwrap() - bill["started_unix_ms"].as_u64().unwrap()).div_ceil(1000);
+        if bill["tier"] == "spot" { spot_secs += secs } else { serverless_secs += secs }
+    }
+    let catalog = tandemn_config::Catalog::embedded();
+    let spot_price = catalog.spot_price("aws", "L4").unwrap().spot_usd_per_hour.unwrap();
+    let serverless_price = catalog.cheapest_serverless("L4").unwrap().price.usd_per_hour;
+    assert_eq!(cost["spot"]["billed_secs"].as_u64().unwrap(), spot_secs, "{cost}\n{record}");
+    assert_eq!(cost["serverless"]["billed_secs"].as_u64().unwrap(), serverless_secs, "{cost}\n{record}");
+    let cents = |usd: f64| (usd * 100.0).round();
+    assert_eq!(cents(cost["spot"]["usd"].as_f64().unwrap()), cents(spot_secs as f64 / 3600.0 * spot_price));
+    assert_eq!(
+        cents(cost["serverless"]["usd"].as_f64().unwrap()),
+        cents(serverless_secs as f64 / 3600.0 * serverless_price)
+    );
+    (cost, spot_secs, serverless_secs)
 }
 
 /// Every request gives up after 30 s: a stuck stream fails the test instead of hanging it.

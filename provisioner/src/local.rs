@@ -267,6 +267,9 @@ pub struct LocalServerless {
     settings: LocalSettings,
     processes: Processes,
     http: reqwest::Client,
+    /// The endpoint's last billing answer (by URL): an endpoint that dies (or hangs)
+    /// cannot give its final one, and its containers must still reach the record.
+    last_billing: std::sync::Mutex<Option<(String, Vec<ContainerBill>)>>,
 }
 
 const ENDPOINT: &str = "serverless";
@@ -277,7 +280,20 @@ impl LocalServerless {
             .timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| ProviderError::new(ErrorKind::Invalid, e.to_string()))?;
-        Ok(Self { settings, processes: Processes::new(dir, exe)?, http })
+        Ok(Self { settings, processes: Processes::new(dir, exe)?, http, last_billing: std::sync::Mutex::default() })
+    }
+
+    fn remember(&self, endpoint: &Endpoint, containers: &[ContainerBill]) {
+        let mut last = self.last_billing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *last = Some((endpoint.url.clone(), containers.to_vec()));
+    }
+
+    fn remembered(&self, endpoint: &Endpoint) -> Vec<ContainerBill> {
+        let last = self.last_billing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.as_ref()
+            .filter(|(url, _)| *url == endpoint.url)
+            .map(|(_, containers)| containers.clone())
+            .unwrap_or_default()
     }
 
     async fn billing(&self, endpoint: &Endpoint) -> Result<EndpointStatus, ProviderError> {
@@ -298,6 +314,7 @@ impl LocalServerless {
             .json()
             .await
             .map_err(transient)?;
+        self.remember(endpoint, &billing.containers);
         Ok(EndpointStatus { running: billing.running, containers: billing.containers })
     }
 }
@@ -338,11 +355,13 @@ impl ServerlessProvider for LocalServerless {
     }
 
     async fn destroy(&self, endpoint: &Endpoint) -> Result<Vec<ContainerBill>, ProviderError> {
-        // The last record: containers still running are billed up to now.
+        // The last record: containers still running are billed up to now. An endpoint that
+        // no longer answers (killed, hung) is billed as it last reported, its open
+        // containers up to now, as a provider bills a crashed worker.
         let last = self.billing(endpoint).await;
         self.processes.stop(ENDPOINT, Signal::SIGTERM).await;
         let stopped = now_ms();
-        let mut containers = last.map(|s| s.containers).unwrap_or_default();
+        let mut containers = last.map_or_else(|_| self.remembered(endpoint), |s| s.containers);
         for c in &mut containers {
             let stopped_ms = *c.stopped_ms.get_or_insert(stopped);
             self.processes.bill("serverless", &c.id.to_string(), c.started_ms, stopped_ms);
