@@ -58,16 +58,23 @@ pub async fn run(router: &Router, session: &mut Session, ctx: &mut RequestCtx, b
             let picked = select::pick(&table, &tried, router.now_ms(), &mut rand::rng());
             match picked {
                 Ok(pick) => break pick,
-                Err(NoPick::NoBackends) if tried.is_empty() => return Err(ProxyError::NoBackends),
-                Err(NoPick::NoBackends) => return Err(final_error(last_failure)),
-                Err(NoPick::Saturated) => {
+                Err(NoPick::NoBackends) if !tried.is_empty() => return Err(final_error(last_failure)),
+                Err(none) => {
                     let left = queue_deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Err(if tried.is_empty() { ProxyError::NoCapacity } else { final_error(last_failure) });
+                        return Err(match none {
+                            NoPick::NoBackends => ProxyError::NoBackends,
+                            NoPick::Saturated if tried.is_empty() => ProxyError::NoCapacity,
+                            NoPick::Saturated => final_error(last_failure),
+                        });
                     }
                     // Woken or timed out, look once more: a slot freed just before this
-                    // request started waiting would otherwise be missed.
-                    router.state.capacity.wait(left).await;
+                    // request started waiting would otherwise be missed. With nothing
+                    // usable at all (every backend down, or a dead endpoint being
+                    // replaced), look again every so often: a probe that brings one back
+                    // wakes nobody.
+                    let slice = if none == NoPick::NoBackends { left.min(NO_BACKEND_RECHECK) } else { left };
+                    router.state.capacity.wait(slice).await;
                     // Waiting may outlive a table swap; look at the newest one.
                     if tried.is_empty() {
                         table = router.state.snapshot();
@@ -570,6 +577,8 @@ fn coalesce(upstream: &mut HttpSession, first: Bytes, pending: &mut Option<Step>
     joined.map_or(first, bytes::BytesMut::freeze)
 }
 
+/// How often a request waiting with no usable backend looks for one.
+const NO_BACKEND_RECHECK: Duration = Duration::from_millis(100);
 /// How long the upstream may be silent before the router checks the client is still there.
 const CLIENT_CHECK_AFTER: Duration = Duration::from_millis(250);
 /// Idle pooled connections are closed before uvicorn's (vLLM's) 5 s keep-alive would.

@@ -480,3 +480,22 @@ async fn a_request_id_that_could_forge_log_fields_is_replaced() {
     let kept = router.chat(&chat_body(2, false)).header("x-request-id", "client-id-42").send().await.unwrap();
     assert_eq!(kept.headers()["x-request-id"], "client-id-42");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waits_for_a_backend_to_come_back_instead_of_failing() {
+    // A deployment between a dead serverless endpoint and its replacement: nothing is
+    // usable for a moment. The request waits (up to queue_timeout) instead of failing.
+    let spot = mock(fast()).await;
+    let router = TestRouter::start(settings(), &[]);
+    let waiting = tokio::spawn(router.chat(&chat_body(2, false)).send());
+    // The request is in; then the provisioner publishes the new endpoint.
+    for _ in 0..100 {
+        if router.router.metrics.arrived.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    router.router.state.publish(&[spec(Tier::Serverless, &spot, 8)]).unwrap();
+    let response = waiting.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.headers().get("x-tandemn-error"));
+}
