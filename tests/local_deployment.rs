@@ -118,6 +118,16 @@ impl Deployment {
         self.tandemn(&["status", "--service-name", "story", "--json"])
     }
 
+    /// Sends one request with `key`, then waits until a spot replica process runs.
+    fn launch_a_replica(&self, key: &str) {
+        let target = (self.endpoint.clone(), key.to_string());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        assert!(runtime.block_on(request(&client(), &target, 2)).ok, "a request with the key failed");
+        wait_for("a spot replica process", Duration::from_secs(10), || {
+            self.status()["replicas"].as_array().unwrap().iter().any(|r| r["pid"].is_u64())
+        });
+    }
+
     fn billing_record(&self) -> PathBuf {
         self.home.path().join("local/story/billing.jsonl")
     }
@@ -310,12 +320,7 @@ fn a_local_deployment_tells_the_whole_story() {
 #[test]
 fn replicas_die_with_a_killed_deployment_and_destroy_closes_its_records() {
     let mut deployment = Deployment::start();
-    let target = (deployment.endpoint.clone(), deployment.api_key.clone());
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    assert!(runtime.block_on(request(&client(), &target, 2)).ok);
-    wait_for("a spot replica process", Duration::from_secs(10), || {
-        deployment.status()["replicas"].as_array().unwrap().iter().any(|r| r["pid"].is_u64())
-    });
+    deployment.launch_a_replica(&deployment.api_key);
     let status = deployment.status();
     let mut pids: Vec<u64> = status["replicas"].as_array().unwrap().iter().filter_map(|r| r["pid"].as_u64()).collect();
     pids.extend(status["serverless"]["pid"].as_u64());
@@ -627,12 +632,7 @@ impl Drop for KillOnDrop {
 #[test]
 fn destroy_stops_a_running_deployment_whose_record_is_corrupt() {
     let mut deployment = Deployment::start();
-    let target = (deployment.endpoint.clone(), deployment.api_key.clone());
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    assert!(runtime.block_on(request(&client(), &target, 2)).ok);
-    wait_for("a spot replica process", Duration::from_secs(10), || {
-        deployment.status()["replicas"].as_array().unwrap().iter().any(|r| r["pid"].is_u64())
-    });
+    deployment.launch_a_replica(&deployment.api_key);
     let pids = pids_of(&deployment.status());
     let db = rusqlite::Connection::open(deployment.home.path().join("state.db")).unwrap();
     db.execute("UPDATE deployments SET config_json = '{broken' WHERE service_name = 'story'", []).unwrap();
@@ -660,12 +660,7 @@ fn destroy_stops_a_running_deployment_whose_record_is_corrupt() {
 fn children_do_not_inherit_the_router_keys() {
     const KEY: &str = "tdn-env-secret-7f3a";
     let deployment = Deployment::start_in(tempfile::tempdir().unwrap(), &[("TANDEMN_API_KEY", KEY)]);
-    let target = (deployment.endpoint.clone(), KEY.to_string());
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    assert!(runtime.block_on(request(&client(), &target, 2)).ok, "the key from the environment opens the router");
-    wait_for("a spot replica process", Duration::from_secs(10), || {
-        deployment.status()["replicas"].as_array().unwrap().iter().any(|r| r["pid"].is_u64())
-    });
+    deployment.launch_a_replica(KEY);
     let pids = pids_of(&deployment.status());
     assert!(pids.len() >= 2, "a replica and the serverless endpoint");
     for pid in pids {
