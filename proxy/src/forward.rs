@@ -59,6 +59,10 @@ pub async fn run(router: &Router, session: &mut Session, ctx: &mut RequestCtx, b
             match picked {
                 Ok(pick) => break pick,
                 Err(NoPick::NoBackends) if !tried.is_empty() => return Err(final_error(last_failure)),
+                // Nothing was ever configured: nothing is coming to wait for.
+                Err(NoPick::NoBackends) if table.backends().next().is_none() && !router.state.had_backends() => {
+                    return Err(ProxyError::NoBackends);
+                }
                 Err(none) => {
                     let left = queue_deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {

@@ -97,6 +97,9 @@ pub struct RoutingState {
     pub capacity: Arc<CapacitySignal>,
     /// Serializes publishers (admin API, reloads) so no update is lost; requests never take it.
     publishing: std::sync::Mutex<()>,
+    /// Whether any backend was ever published: an empty table then is a gap (a dead
+    /// endpoint being replaced) worth waiting out, not a router with nothing to route to.
+    had_backends: std::sync::atomic::AtomicBool,
 }
 
 impl Default for RoutingState {
@@ -105,11 +108,16 @@ impl Default for RoutingState {
             table: ArcSwap::from_pointee(RouteTable::default()),
             capacity: Arc::default(),
             publishing: std::sync::Mutex::new(()),
+            had_backends: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
 
 impl RoutingState {
+    pub fn had_backends(&self) -> bool {
+        self.had_backends.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn snapshot(&self) -> Arc<RouteTable> {
         self.table.load_full()
     }
@@ -121,6 +129,9 @@ impl RoutingState {
         let next = RouteTable::build(specs, &self.table.load(), &self.capacity)?;
         let version = next.version;
         self.table.store(Arc::new(next));
+        if !specs.is_empty() {
+            self.had_backends.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         // New backends may have room for queued requests.
         self.capacity.wake_all();
         Ok(version)

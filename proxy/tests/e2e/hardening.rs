@@ -485,8 +485,10 @@ async fn a_request_id_that_could_forge_log_fields_is_replaced() {
 async fn a_request_waits_for_a_backend_to_come_back_instead_of_failing() {
     // A deployment between a dead serverless endpoint and its replacement: nothing is
     // usable for a moment. The request waits (up to queue_timeout) instead of failing.
-    let spot = mock(fast()).await;
-    let router = TestRouter::start(settings(), &[]);
+    let (dead, spot) = (mock(fast()).await, mock(fast()).await);
+    let router = TestRouter::start(settings(), &[spec(Tier::Serverless, &dead, 8)]);
+    // The endpoint died and left the table; its replacement is not deployed yet.
+    router.router.state.publish(&[]).unwrap();
     let waiting = tokio::spawn(router.chat(&chat_body(2, false)).send());
     // The request is in; then the provisioner publishes the new endpoint.
     for _ in 0..100 {
