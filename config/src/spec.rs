@@ -191,7 +191,7 @@ impl std::fmt::Display for SecretRef {
     }
 }
 
-/// The most a secret file may hold: a key is a line, and `file: /dev/zero` must not hang.
+/// The most a secret file may hold: a key is a line.
 const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 impl SecretRef {
@@ -216,7 +216,9 @@ impl SecretRef {
     }
 }
 
-fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
+/// A secret file's text, read no further than 64 KiB (so `/dev/zero` cannot hang it); the
+/// error names the path, never the content.
+pub fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
     use std::io::Read;
     let cannot = |e: std::io::Error| format!("cannot read secret file {}: {e}", path.display());
     let mut text = String::new();

@@ -16,7 +16,7 @@ use tandemn_config::api::{BackendSpec, Tier};
 use crate::backend::BackendState;
 use crate::errors::ProxyError;
 use crate::routing::RouteTable;
-use crate::service::{Router, RouterSettings, client_authorized};
+use crate::service::{Router, RouterSettings, client_authorized, declared_length};
 
 /// `POST /router/config`: the whole backend set, replacing the current one.
 #[derive(Debug, Deserialize)]
@@ -76,16 +76,13 @@ pub async fn handle(router: &Router, session: &mut Session) -> Result<(ResponseH
 }
 
 async fn read_body(session: &mut Session) -> Result<Bytes, ProxyError> {
-    let declared =
-        session.req_header().headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > MAX_ADMIN_BODY as u64) {
+    if declared_length(session).is_some_and(|length| length > MAX_ADMIN_BODY as u64) {
         return Err(ProxyError::BodyTooLarge { limit: MAX_ADMIN_BODY as u64 });
     }
     let mut body = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await.map_err(|error| {
-        tracing::warn!(%error, "an admin request body could not be read");
-        ProxyError::BodyUnreadable(error.to_string())
-    })? {
+    while let Some(chunk) =
+        session.read_request_body().await.map_err(|error| ProxyError::BodyUnreadable(error.to_string()))?
+    {
         if body.len() + chunk.len() > MAX_ADMIN_BODY {
             return Err(ProxyError::BodyTooLarge { limit: MAX_ADMIN_BODY as u64 });
         }

@@ -162,7 +162,11 @@ async fn send(
     request_id: &str,
     last_chance: bool,
 ) -> Result<(HttpSession, HttpPeer, ResponseHeader), AttemptFailure> {
-    let peer = peer(router, backend).await.map_err(|detail| AttemptFailure::Transport { timeout: false, detail })?;
+    let unreachable = |detail| AttemptFailure::Transport { timeout: false, detail };
+    // Never silently dropped: a base path that cannot take this target fails the attempt.
+    let target = upstream_target(downstream.raw_path(), &backend.url.base_path).map_err(unreachable)?;
+    let request = upstream_request(downstream, target, backend, body.len(), request_id);
+    let peer = peer(router, backend).await.map_err(unreachable)?;
     let transport = |e: pingora::BError| AttemptFailure::Transport {
         timeout: matches!(e.etype(), ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout),
         detail: e.to_string(),
@@ -179,7 +183,7 @@ async fn send(
             tries_left -= 1;
             continue;
         }
-        match exchange(router, &mut upstream, downstream, backend, body, request_id).await {
+        match exchange(router, &mut upstream, request.clone(), body).await {
             Ok(header) => break (upstream, header),
             Err(Exchange::Incomplete(_)) if reused && tries_left > 1 => tries_left -= 1,
             Err(Exchange::Incomplete(error) | Exchange::Sent(error)) => return Err(transport(error)),
@@ -216,17 +220,11 @@ fn upstream_closed(upstream: &HttpSession) -> bool {
 async fn exchange(
     router: &Router,
     upstream: &mut HttpSession,
-    downstream: &RequestHeader,
-    backend: &Backend,
+    request: RequestHeader,
     body: &Bytes,
-    request_id: &str,
 ) -> Result<ResponseHeader, Exchange> {
     upstream.set_read_timeout(Some(router.settings.first_byte_timeout));
     upstream.set_write_timeout(Some(router.settings.first_byte_timeout));
-    // Never silently dropped: a base path that cannot take this target fails the attempt.
-    let target = upstream_target(downstream.raw_path(), &backend.url.base_path)
-        .map_err(|problem| Exchange::Incomplete(pingora::Error::explain(ErrorType::InvalidHTTPHeader, problem)))?;
-    let request = upstream_request(downstream, target, backend, body.len(), request_id);
     let write = async {
         upstream.write_request_header(Box::new(request)).await?;
         if !body.is_empty() {

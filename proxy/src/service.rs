@@ -347,7 +347,8 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
     difference == 0
 }
 
-fn declared_length(session: &Session) -> Option<u64> {
+/// The request's `Content-Length`, if it declares a valid one.
+pub(crate) fn declared_length(session: &Session) -> Option<u64> {
     session.req_header().headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
 }
 

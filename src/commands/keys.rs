@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use tandemn_config::api::Secret;
+use tandemn_config::spec::read_secret_file;
 
 use super::UsageError;
 use crate::cli::KeyArgs;
@@ -117,9 +118,9 @@ fn env_key(name: &str, value: Option<OsString>) -> Result<Option<Secret>, UsageE
 /// The keys in a file (one a line, `#` comments and blank lines skipped), and a warning if
 /// others may read it.
 fn file_keys(flag: &str, path: &Path) -> Result<(Vec<Secret>, Option<String>), UsageError> {
-    let cannot = |e: std::io::Error| UsageError(format!("cannot read {flag} {}: {e}", path.display()));
-    let metadata = std::fs::metadata(path).map_err(cannot)?;
-    let text = std::fs::read_to_string(path).map_err(cannot)?;
+    let metadata =
+        std::fs::metadata(path).map_err(|e| UsageError(format!("cannot read {flag} {}: {e}", path.display())))?;
+    let text = read_secret_file(path).map_err(|problem| UsageError(format!("{flag}: {problem}")))?;
     let mut keys = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -186,6 +187,12 @@ mod tests {
         assert_eq!((keys.client.len(), keys.admin.unwrap().expose()), (0, "adm-flag"));
         let keys = Keys::read(&KeyArgs::default(), none).unwrap();
         assert!(keys.client.is_empty() && keys.admin.is_none());
+    }
+
+    #[test]
+    fn an_endless_key_file_is_refused_not_read_forever() {
+        let error = file_keys("--api-key-file", Path::new("/dev/zero")).unwrap_err().0;
+        assert!(error.starts_with("--api-key-file: secret file /dev/zero is larger than 64 KiB"), "{error}");
     }
 
     #[test]
