@@ -28,9 +28,10 @@ use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tandemn_config::LocalSettings;
+use tandemn_config::api::BackendAuth;
 
 use crate::provider::{
-    ContainerBill, Endpoint, EndpointStatus, ErrorKind, ProviderError, ReplicaHandle, ReplicaSpec, ReplicaStatus,
+    ContainerBill, Endpoint, EndpointStatus, Listed, ProviderError, ReplicaId, ReplicaRef, ReplicaSpec, ReplicaStatus,
     ServerlessProvider, ServerlessSpec, SpotProvider,
 };
 
@@ -53,7 +54,7 @@ struct Processes {
 impl Processes {
     fn new(dir: &Path, exe: &Path) -> Result<Self, ProviderError> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| ProviderError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
         Ok(Self { dir: dir.to_path_buf(), exe: exe.to_path_buf(), children: Mutex::new(HashMap::new()) })
     }
 
@@ -68,20 +69,20 @@ impl Processes {
             .append(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| ProviderError::new(ErrorKind::Transient, format!("cannot open {}: {e}", path.display())))
+            .map_err(|e| ProviderError::transient(format!("cannot open {}: {e}", path.display())))
     }
 
     /// Starts `command` as `name`, in a process group of its own.
     fn spawn(&self, name: &str, mut command: Command) -> Result<u32, ProviderError> {
         let log = self.log_file(name)?;
-        let err = log.try_clone().map_err(|e| ProviderError::new(ErrorKind::Transient, e.to_string()))?;
+        let err = log.try_clone().map_err(|e| ProviderError::transient(e.to_string()))?;
         command.stdin(Stdio::null()).stdout(log).stderr(err).process_group(0);
         // The router's keys are tandemn's, not the engine's: children do not inherit them.
         for secret in ["TANDEMN_API_KEY", "TANDEMN_ADMIN_KEY"] {
             command.env_remove(secret);
         }
         let child =
-            command.spawn().map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot start {name}: {e}")))?;
+            command.spawn().map_err(|e| ProviderError::Invalid(format!("cannot start {name}: {e}")))?;
         let pid = child.id();
         self.lock().insert(name.to_string(), child);
         Ok(pid)
@@ -152,7 +153,7 @@ fn free_port() -> Result<u16, ProviderError> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| ProviderError::new(ErrorKind::Transient, format!("no free port: {e}")))
+        .map_err(|e| ProviderError::transient(format!("no free port: {e}")))
 }
 
 /// Runs a command-template engine and stops it when tandemn dies (even by SIGKILL, which
@@ -169,12 +170,19 @@ pub struct LocalSpot {
     processes: Processes,
     /// When each replica was last polled: the random preemption's time base.
     polled: Mutex<HashMap<String, Instant>>,
+    /// Replicas launched and not yet ended.
+    references: Mutex<HashMap<ReplicaId, ReplicaRef>>,
 }
 
 impl LocalSpot {
     /// `dir` holds the logs and billing record; `exe` is the `tandemn` binary.
     pub fn new(settings: LocalSettings, dir: &Path, exe: &Path) -> Result<Self, ProviderError> {
-        Ok(Self { settings, processes: Processes::new(dir, exe)?, polled: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            settings,
+            processes: Processes::new(dir, exe)?,
+            polled: Mutex::default(),
+            references: Mutex::default(),
+        })
     }
 
     fn command(&self, spec: &ReplicaSpec, port: u16) -> Command {
@@ -207,44 +215,85 @@ impl LocalSpot {
 
     fn end(&self, replica: &str, started_ms: u64, ended_ms: u64) {
         self.polled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(replica);
+        self.references.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|id, _| id.as_str() != replica);
         self.processes.bill("spot", replica, started_ms, ended_ms);
+    }
+}
+
+/// What a local replica's reference holds: its process and port.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct LocalReplica {
+    pid: u32,
+    /// Tells the process apart from a later one with the same pid.
+    pid_started: Option<u64>,
+    port: u16,
+}
+
+fn local_replica(replica: &ReplicaRef) -> Result<LocalReplica, ProviderError> {
+    serde_json::from_value(replica.data.clone())
+        .map_err(|e| ProviderError::Invalid(format!("{} has no local process recorded: {e}", replica.id)))
+}
+
+impl LocalSpot {
+    /// Kills a replica's process group, as a cloud takes back a spot instance. Works from
+    /// any process: the reference names the process and when it started.
+    pub fn preempt(replica: &ReplicaRef) -> Result<(), ProviderError> {
+        let local = local_replica(replica)?;
+        if !crate::process::is_running(local.pid, local.pid_started) {
+            return Err(ProviderError::NotFound(format!("{} (pid {}) is no longer running", replica.id, local.pid)));
+        }
+        let group = Pid::from_raw(i32::try_from(local.pid).unwrap_or(i32::MAX));
+        killpg(group, Signal::SIGKILL).map_err(|e| ProviderError::transient(format!("cannot kill {}: {e}", replica.id)))
     }
 }
 
 #[async_trait]
 impl SpotProvider for LocalSpot {
-    async fn launch(&self, spec: &ReplicaSpec) -> Result<ReplicaHandle, ProviderError> {
+    async fn launch(&self, spec: &ReplicaSpec) -> Result<ReplicaRef, ProviderError> {
+        let name = spec.id.as_str();
+        if let Some(known) = self.references.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&spec.id) {
+            return Ok(known.clone());
+        }
         let port = free_port()?;
         // Billing starts as the process does.
         let launched_ms = now_ms();
-        let pid = self.processes.spawn(&spec.replica, self.command(spec, port))?;
-        Ok(ReplicaHandle {
-            replica: spec.replica.clone(),
-            url: format!("http://127.0.0.1:{port}"),
-            pid: Some(pid),
-            launched_ms,
-        })
+        let pid = self.processes.spawn(name, self.command(spec, port))?;
+        let local = LocalReplica { pid, pid_started: crate::process::start_ticks(pid), port };
+        let data = serde_json::to_value(local).map_err(|e| ProviderError::Invalid(e.to_string()))?;
+        let reference = ReplicaRef { id: spec.id.clone(), launched_ms, data };
+        self.references.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(spec.id.clone(), reference.clone());
+        Ok(reference)
     }
 
-    async fn poll(&self, handle: &ReplicaHandle) -> Result<ReplicaStatus, ProviderError> {
+    async fn status(&self, replica: &ReplicaRef) -> Result<ReplicaStatus, ProviderError> {
+        let local = local_replica(replica)?;
+        let name = replica.id.as_str();
+        if !self.processes.lock().contains_key(name) {
+            // Another process's child (a tandemn that died): it stops with its parent.
+            return Ok(if crate::process::is_running(local.pid, local.pid_started) {
+                ReplicaStatus::Running { url: format!("http://127.0.0.1:{}", local.port), placement: None }
+            } else {
+                ReplicaStatus::NotFound
+            });
+        }
         let since = {
             let mut polled = self.polled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let last = polled.insert(handle.replica.clone(), Instant::now());
+            let last = polled.insert(name.to_string(), Instant::now());
             last.map_or(Duration::ZERO, |t| t.elapsed())
         };
-        match self.processes.exited(&handle.replica) {
+        match self.processes.exited(name) {
             None => {
                 if self.preemption_due(since) {
-                    self.processes.stop(&handle.replica, Signal::SIGKILL).await;
+                    self.processes.stop(name, Signal::SIGKILL).await;
                     let at_ms = now_ms();
-                    self.end(&handle.replica, handle.launched_ms, at_ms);
+                    self.end(name, replica.launched_ms, at_ms);
                     return Ok(ReplicaStatus::Preempted { at_ms });
                 }
-                Ok(ReplicaStatus::Running)
+                Ok(ReplicaStatus::Running { url: format!("http://127.0.0.1:{}", local.port), placement: None })
             }
             Some(status) => {
                 let at_ms = now_ms();
-                self.end(&handle.replica, handle.launched_ms, at_ms);
+                self.end(name, replica.launched_ms, at_ms);
                 // A kill from outside (`tandemn preempt`) is how a local preemption looks.
                 if matches!(status.signal(), Some(9 | 15)) {
                     Ok(ReplicaStatus::Preempted { at_ms })
@@ -255,11 +304,29 @@ impl SpotProvider for LocalSpot {
         }
     }
 
-    async fn terminate(&self, handle: &ReplicaHandle) -> Result<u64, ProviderError> {
-        self.processes.stop(&handle.replica, Signal::SIGTERM).await;
-        let at_ms = now_ms();
-        self.end(&handle.replica, handle.launched_ms, at_ms);
-        Ok(at_ms)
+    async fn terminate(&self, replica: &ReplicaRef) -> Result<u64, ProviderError> {
+        let name = replica.id.as_str();
+        if self.processes.lock().contains_key(name) {
+            self.processes.stop(name, Signal::SIGTERM).await;
+            let at_ms = now_ms();
+            self.end(name, replica.launched_ms, at_ms);
+            return Ok(at_ms);
+        }
+        // Not ours (left by a tandemn that died) or already gone: gone is done.
+        match Self::preempt(replica) {
+            Ok(()) | Err(ProviderError::NotFound(_)) => Ok(now_ms()),
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn list(&self, service: &str) -> Result<Vec<Listed>, ProviderError> {
+        // Replicas die with the process that started them, so this process's are all there are.
+        let references = self.references.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(references
+            .values()
+            .filter(|r| r.id.of_service(service))
+            .map(|reference| Listed { id: reference.id.clone(), reference: reference.clone() })
+            .collect())
     }
 }
 
@@ -270,6 +337,8 @@ pub struct LocalServerless {
     /// The endpoint's last billing answer (by URL): an endpoint that dies (or hangs)
     /// cannot give its final one, and its containers must still reach the record.
     last_billing: std::sync::Mutex<Option<(String, Vec<ContainerBill>)>>,
+    /// The endpoint this process deployed, until it is destroyed.
+    current: Mutex<Option<Endpoint>>,
 }
 
 const ENDPOINT: &str = "serverless";
@@ -279,8 +348,14 @@ impl LocalServerless {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
-            .map_err(|e| ProviderError::new(ErrorKind::Invalid, e.to_string()))?;
-        Ok(Self { settings, processes: Processes::new(dir, exe)?, http, last_billing: std::sync::Mutex::default() })
+            .map_err(|e| ProviderError::Invalid(e.to_string()))?;
+        Ok(Self {
+            settings,
+            processes: Processes::new(dir, exe)?,
+            http,
+            last_billing: Mutex::default(),
+            current: Mutex::default(),
+        })
     }
 
     fn remember(&self, endpoint: &Endpoint, containers: &[ContainerBill]) {
@@ -303,7 +378,7 @@ impl LocalServerless {
             containers: Vec<ContainerBill>,
         }
         let transient =
-            |e: reqwest::Error| ProviderError::new(ErrorKind::Transient, format!("{}/billing: {e}", endpoint.url));
+            |e: reqwest::Error| ProviderError::transient(format!("{}/billing: {e}", endpoint.url));
         let billing: Billing = self
             .http
             .get(format!("{}/billing", endpoint.url))
@@ -332,7 +407,13 @@ impl ServerlessProvider for LocalServerless {
         command.arg("--cold-start-secs").arg(self.settings.cold_start.as_secs_f64().to_string());
         command.arg("--scaledown-window-secs").arg(spec.scaledown_window_secs.to_string());
         let pid = self.processes.spawn(ENDPOINT, command)?;
-        let endpoint = Endpoint { url: format!("http://127.0.0.1:{port}"), pid: Some(pid) };
+        let endpoint = Endpoint {
+            id: format!("{}-serverless", spec.service),
+            url: format!("http://127.0.0.1:{port}"),
+            auth: BackendAuth::None,
+            data: serde_json::json!({ "pid": pid, "pid_started": crate::process::start_ticks(pid) }),
+        };
+        *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(endpoint.clone());
         // Deployed means reachable: wait (bounded) for the endpoint to answer.
         for _ in 0..500 {
             if self.billing(&endpoint).await.is_ok() {
@@ -344,12 +425,12 @@ impl ServerlessProvider for LocalServerless {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.processes.stop(ENDPOINT, Signal::SIGKILL).await;
-        Err(ProviderError::new(ErrorKind::Transient, "the local serverless endpoint did not come up"))
+        Err(ProviderError::transient("the local serverless endpoint did not come up"))
     }
 
     async fn status(&self, endpoint: &Endpoint) -> Result<EndpointStatus, ProviderError> {
         if let Some(status) = self.processes.exited(ENDPOINT) {
-            return Err(ProviderError::new(ErrorKind::Transient, format!("the endpoint process exited ({status})")));
+            return Err(ProviderError::transient(format!("the endpoint process exited ({status})")));
         }
         self.billing(endpoint).await
     }
@@ -361,12 +442,19 @@ impl ServerlessProvider for LocalServerless {
         let last = self.billing(endpoint).await;
         self.processes.stop(ENDPOINT, Signal::SIGTERM).await;
         let stopped = now_ms();
+        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let mut containers = last.map_or_else(|_| self.remembered(endpoint), |s| s.containers);
         for c in &mut containers {
             let stopped_ms = *c.stopped_ms.get_or_insert(stopped);
             self.processes.bill("serverless", &c.id.to_string(), c.started_ms, stopped_ms);
         }
         Ok(containers)
+    }
+
+    async fn list(&self, service: &str) -> Result<Vec<Endpoint>, ProviderError> {
+        // The endpoint dies with the process that started it: only this process's counts.
+        let current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(current.iter().filter(|e| e.id == format!("{service}-serverless")).cloned().collect())
     }
 }
 
@@ -382,7 +470,7 @@ mod tests {
     fn spec(replica: &str) -> ReplicaSpec {
         ReplicaSpec {
             service: "svc".into(),
-            replica: replica.into(),
+            id: ReplicaId::parse(replica).unwrap(),
             model: "m".into(),
             gpu: "L4".into(),
             gpu_count: 1,
@@ -404,29 +492,34 @@ mod tests {
     async fn a_command_template_replica_runs_on_its_port_and_is_billed_until_terminated() {
         let dir = tempfile::tempdir().unwrap();
         let provider = spot(dir.path(), "python3 -m http.server {port} --bind 127.0.0.1");
-        let handle = provider.launch(&spec("spot-1")).await.unwrap();
-        assert!(listening(&handle.url).await, "the engine listens on the port it was given");
-        assert_eq!(provider.poll(&handle).await.unwrap(), ReplicaStatus::Running);
+        let handle = provider.launch(&spec("svc-a-1")).await.unwrap();
+        assert_eq!(provider.launch(&spec("svc-a-1")).await.unwrap(), handle, "the same id launches once");
+        let ReplicaStatus::Running { url, .. } = provider.status(&handle).await.unwrap() else { panic!() };
+        assert!(listening(&url).await, "the engine listens on the port it was given");
+        assert_eq!(provider.list("svc").await.unwrap().len(), 1);
         let ended = provider.terminate(&handle).await.unwrap();
         assert!(ended >= handle.launched_ms);
-        let pid = handle.pid.unwrap();
+        assert!(provider.list("svc").await.unwrap().is_empty());
+        assert!(provider.terminate(&handle).await.is_ok(), "terminating twice is fine");
+        let pid = local_replica(&handle).unwrap().pid;
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the whole group is gone");
         let record = std::fs::read_to_string(dir.path().join("billing.jsonl")).unwrap();
         let bill: serde_json::Value = serde_json::from_str(record.trim()).unwrap();
-        assert_eq!((bill["id"].as_str(), bill["stopped_unix_ms"].as_u64()), (Some("spot-1"), Some(ended)));
+        assert_eq!((bill["id"].as_str(), bill["stopped_unix_ms"].as_u64()), (Some("svc-a-1"), Some(ended)));
     }
 
     #[tokio::test]
     async fn a_killed_replica_is_reported_preempted_and_a_crashed_one_failed() {
         let dir = tempfile::tempdir().unwrap();
         let provider = spot(dir.path(), "python3 -m http.server {port} --bind 127.0.0.1");
-        let handle = provider.launch(&spec("spot-1")).await.unwrap();
-        assert!(listening(&handle.url).await);
-        killpg(Pid::from_raw(i32::try_from(handle.pid.unwrap()).unwrap()), Signal::SIGKILL).unwrap();
-        let mut status = ReplicaStatus::Running;
+        let handle = provider.launch(&spec("svc-a-1")).await.unwrap();
+        let ReplicaStatus::Running { url, .. } = provider.status(&handle).await.unwrap() else { panic!() };
+        assert!(listening(&url).await);
+        LocalSpot::preempt(&handle).unwrap();
+        let mut status = ReplicaStatus::Pending;
         for _ in 0..500 {
-            status = provider.poll(&handle).await.unwrap();
-            if status != ReplicaStatus::Running {
+            status = provider.status(&handle).await.unwrap();
+            if !matches!(status, ReplicaStatus::Running { .. }) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -434,10 +527,10 @@ mod tests {
         assert!(matches!(status, ReplicaStatus::Preempted { .. }), "{status:?}");
 
         let crashing = spot(dir.path(), "sh -c 'exit 3' {port}");
-        let handle = crashing.launch(&spec("spot-2")).await.unwrap();
+        let handle = crashing.launch(&spec("svc-a-2")).await.unwrap();
         for _ in 0..500 {
-            status = crashing.poll(&handle).await.unwrap();
-            if status != ReplicaStatus::Running {
+            status = crashing.status(&handle).await.unwrap();
+            if !matches!(status, ReplicaStatus::Running { .. }) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
