@@ -8,6 +8,7 @@ mod destroy;
 mod keys;
 mod list;
 mod preempt;
+mod providers;
 mod router;
 mod show_gpus;
 mod status;

@@ -197,7 +197,7 @@ fn deploy_validates_and_cloud_providers_are_refused_for_now() {
         .assert()
         .code(2)
         .stdout(contains("spot 1..8 replicas").and(contains("idle 300 s")).and(contains("(generated")))
-        .stderr(contains("`local` provider only"));
+        .stderr(contains("is not in this build yet"));
     sandbox.tandemn(&["deploy", "--gpu", "L4"]).assert().code(2).stderr(contains("`model`: is required"));
     sandbox.tandemn(&["deploy", "--model", "m", "--gpu", "L4", "--tp-size", "-1"]).assert().code(2);
     assert!(!sandbox.state().join("state.db").exists(), "a rejected deploy records nothing");

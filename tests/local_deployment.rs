@@ -124,7 +124,7 @@ impl Deployment {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         assert!(runtime.block_on(request(&client(), &target, 2)).ok, "a request with the key failed");
         wait_for("a spot replica process", Duration::from_secs(10), || {
-            self.status()["replicas"].as_array().unwrap().iter().any(|r| r["pid"].is_u64())
+            self.status()["replicas"].as_array().unwrap().iter().any(|r| r["reference"]["data"]["pid"].is_u64())
         });
     }
 
@@ -263,11 +263,13 @@ fn a_local_deployment_tells_the_whole_story() {
         })
         .collect();
     wait_for("load on spot", Duration::from_secs(10), || outcomes.lock().unwrap().len() >= 10);
+    let first = live_replicas(&deployment.status())[0].0.clone();
     let preempt = tandemn(deployment.home.path()).args(["preempt", "story"]).output().unwrap();
     assert!(preempt.status.success(), "{}", String::from_utf8_lossy(&preempt.stderr));
-    assert!(String::from_utf8_lossy(&preempt.stdout).contains("preempted spot-1"));
-    wait_for("a replacement replica to be ready", Duration::from_secs(30), || {
-        live_replicas(&deployment.status()) == [("spot-2".to_string(), "ready".to_string())]
+    assert!(String::from_utf8_lossy(&preempt.stdout).contains(&format!("preempted {first}")));
+    wait_for("a replacement replica, under a new name, to be ready", Duration::from_secs(30), || {
+        let live = live_replicas(&deployment.status());
+        live.len() == 1 && live[0].0 != first && live[0].1 == "ready"
     });
     let replaced_at = outcomes.lock().unwrap().len();
     wait_for("traffic on the replacement", Duration::from_secs(10), || {
@@ -322,8 +324,9 @@ fn replicas_die_with_a_killed_deployment_and_destroy_closes_its_records() {
     let mut deployment = Deployment::start();
     deployment.launch_a_replica(&deployment.api_key);
     let status = deployment.status();
-    let mut pids: Vec<u64> = status["replicas"].as_array().unwrap().iter().filter_map(|r| r["pid"].as_u64()).collect();
-    pids.extend(status["serverless"]["pid"].as_u64());
+    let mut pids: Vec<u64> =
+        status["replicas"].as_array().unwrap().iter().filter_map(|r| r["reference"]["data"]["pid"].as_u64()).collect();
+    pids.extend(status["serverless"]["endpoint"]["data"]["pid"].as_u64());
     assert_eq!(pids.len(), 2, "{status}");
 
     deployment.child.kill().unwrap();
@@ -352,11 +355,11 @@ fn a_dead_serverless_endpoint_is_deployed_again() {
     wait_for("the container to be recorded", Duration::from_secs(5), || {
         !deployment.status()["serverless"]["containers"].as_array().unwrap().is_empty()
     });
-    let first = deployment.status()["serverless"]["pid"].as_u64().unwrap();
+    let first = deployment.status()["serverless"]["endpoint"]["data"]["pid"].as_u64().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(first).unwrap()), nix::sys::signal::SIGKILL)
         .unwrap();
     wait_for("a new serverless endpoint", Duration::from_secs(20), || {
-        deployment.status()["serverless"]["pid"].as_u64().is_some_and(|pid| pid != first)
+        deployment.status()["serverless"]["endpoint"]["data"]["pid"].as_u64().is_some_and(|pid| pid != first)
     });
     // The router routes to the new endpoint (spot, ready by now, takes this light traffic).
     wait_for("the router to route to the new endpoint", Duration::from_secs(10), || {
@@ -370,6 +373,13 @@ fn a_dead_serverless_endpoint_is_deployed_again() {
         runtime.block_on(async { futures_util::future::join_all((0..6).map(|_| request(&client, &target, 20))).await });
     assert!(burst.iter().all(|o| o.ok), "{burst:?}");
     assert!(burst.iter().any(|o| o.tier == "serverless"), "{burst:?}");
+    // The new endpoint's containers reach the record with its next status poll.
+    let new_container = |status: &Value| {
+        status["serverless"]["containers"].as_array().unwrap().iter().any(|c| c["container"].as_u64() > Some(1_000_000))
+    };
+    wait_for("the new endpoint's container in the record", Duration::from_secs(5), || {
+        new_container(&deployment.status())
+    });
     let status = deployment.status();
     let containers = status["serverless"]["containers"].as_array().unwrap();
     let (old, new): (Vec<&Value>, Vec<&Value>) =
@@ -431,8 +441,9 @@ fn finishes(mut command: Command, timeout: Duration) -> std::process::Output {
 }
 
 fn pids_of(status: &Value) -> Vec<u64> {
-    let mut pids: Vec<u64> = status["replicas"].as_array().unwrap().iter().filter_map(|r| r["pid"].as_u64()).collect();
-    pids.extend(status["serverless"]["pid"].as_u64());
+    let mut pids: Vec<u64> =
+        status["replicas"].as_array().unwrap().iter().filter_map(|r| r["reference"]["data"]["pid"].as_u64()).collect();
+    pids.extend(status["serverless"]["endpoint"]["data"]["pid"].as_u64());
     pids
 }
 

@@ -93,6 +93,11 @@ pub enum BackendAuth {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
+    /// Who the backend is, for both planes: the provisioner names its replicas and
+    /// endpoints; without one the router uses `tier/host:port/base` of the parsed URL, so
+    /// two spellings of one URL (`https://x`, `https://x:443`) are one backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<BackendId>,
     pub tier: Tier,
     /// `http(s)://host[:port][/base-path]`; request paths are appended to the base path.
     pub url: String,
@@ -135,11 +140,34 @@ pub trait LoadSource: Send + Sync {
 /// One backend's share of the load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendLoad {
+    pub id: BackendId,
     pub tier: Tier,
     pub url: String,
     pub inflight: u32,
     /// Whether active probes see it healthy (spot) or it is usable (serverless).
     pub ready: bool,
+}
+
+/// A backend's identity, shared by the router and the provisioner: load and health are
+/// joined to replicas by it, never by URL text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BackendId(String);
+
+impl BackendId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BackendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Longest backend URL accepted: its id goes into every metric label and log line.

@@ -121,8 +121,13 @@ impl Catalog {
         self.serverless_offers(gpu).into_iter().find(|o| o.provider == provider).map(|o| o.price)
     }
 
-    pub fn spot_price(&self, cloud: &str, gpu: &str) -> Option<&SpotPrice> {
-        self.spot.iter().filter(|offers| offers.cloud == cloud).flat_map(|o| &o.prices).find(|p| p.gpu == gpu)
+    pub fn spot_price<'a>(&'a self, cloud: &'a str, gpu: &str) -> Option<&'a SpotPrice> {
+        self.spot_prices(cloud).find(|p| p.gpu == gpu)
+    }
+
+    /// Every spot price listed for `cloud`.
+    pub fn spot_prices<'a>(&'a self, cloud: &'a str) -> impl Iterator<Item = &'a SpotPrice> + 'a {
+        self.spot.iter().filter(move |offers| offers.cloud == cloud).flat_map(|o| &o.prices)
     }
 
     pub fn serverless_providers(&self) -> impl Iterator<Item = &str> {

@@ -66,7 +66,25 @@ impl Sources {
                 Err(violation) => violations.push(violation),
             }
         }
+        self.merge(documents, violations, catalog)
+    }
 
+    /// A spec as the state store keeps it (its JSON uses the YAML's keys), validated
+    /// again, so commands that act on a deployment from outside see what it runs with.
+    pub fn stored(text: &str, catalog: &Catalog) -> Result<DeploymentSpec, ConfigError> {
+        let path = std::path::Path::new("(the stored deployment)");
+        match Document::parse(text, path, "") {
+            Ok(document) => Sources::default().merge(vec![document], Vec::new(), catalog),
+            Err(violation) => Err(ConfigError { violations: vec![violation] }),
+        }
+    }
+
+    fn merge(
+        &self,
+        documents: Vec<Document>,
+        mut violations: Vec<Violation>,
+        catalog: &Catalog,
+    ) -> Result<DeploymentSpec, ConfigError> {
         let mut merged = Mapping::new();
         for document in &documents {
             let mut mounted = document.value.clone();
@@ -347,6 +365,23 @@ mod tests {
     }
 
     const BASE: &str = "model: Qwen/Qwen3-0.6B\ngpu: L4\n";
+
+    #[test]
+    fn a_stored_spec_reloads_as_the_same_spec() {
+        let spec = load(
+            "service_name: svc\nmodel: m\ngpu: L4\nregion: us-east-2\nlocal: {spot_boot_secs: 1.5, cold_start_secs: 3, \
+             command: 'vllm serve {model} --port {port}'}\nscaling: {spot: {min_replicas: 1, max_replicas: 4}}\n\
+             router: {spot_capacity: 8, idle_timeout: 12.5}\n",
+            vec![],
+        )
+        .unwrap();
+        let stored = serde_json::to_string(&spec).unwrap();
+        let again = Sources::stored(&stored, Catalog::embedded()).unwrap();
+        assert_eq!(
+            DeploymentSpec { service_name_generated: false, serverless_provider_auto: false, ..again },
+            DeploymentSpec { service_name_generated: false, serverless_provider_auto: false, ..spec }
+        );
+    }
 
     #[test]
     fn defaults_match_the_seed_readme() {

@@ -41,12 +41,12 @@ pub struct DeploymentSpec {
 pub struct LocalSettings {
     /// How long a local spot replica takes to become ready (a real one boots for minutes);
     /// [`bounds::SPOT_BOOT_SECS`].
-    #[serde(with = "seconds")]
+    #[serde(rename = "spot_boot_secs", with = "seconds")]
     pub spot_boot: Duration,
     /// Random preemptions per replica-hour; 0 preempts only on `tandemn preempt`.
     pub preemptions_per_hour: f64,
     /// How long a local serverless container takes to start; [`bounds::COLD_START_SECS`].
-    #[serde(with = "seconds")]
+    #[serde(rename = "cold_start_secs", with = "seconds")]
     pub cold_start: Duration,
     /// Runs a real engine instead of the bundled simulator, e.g.
     /// `vllm serve {model} --port {port}`; `{model}` and `{port}` are filled in.
@@ -261,6 +261,7 @@ impl BackendConfig {
             BackendAuthRef::CloudRun(token) => BackendAuth::CloudRun { id_token: token.resolve()? },
         };
         Ok(crate::api::BackendSpec {
+            id: None,
             tier: self.tier,
             url: self.url.clone(),
             capacity: self.capacity,

@@ -11,6 +11,7 @@
 use serde::Serialize;
 use tandemn_config::{Catalog, Choice, ServerlessProvider, SpotCloud};
 
+use crate::provider::Placement;
 use crate::state_store::{ContainerRow, ReplicaRow, Run};
 
 /// USD per GPU-hour for each way of running the model.
@@ -55,6 +56,16 @@ impl Prices {
     }
 }
 
+/// The hourly spot price of the instance a cloud placed a replica on, where the catalog
+/// lists that instance type in that region.
+pub fn placed_rate(catalog: &Catalog, cloud: &str, placement: Option<&Placement>) -> Option<f64> {
+    let placement = placement.filter(|p| p.spot)?;
+    catalog
+        .spot_prices(cloud)
+        .find(|p| p.instance_type == placement.instance_type && p.region == placement.region)?
+        .spot_usd_per_hour
+}
+
 /// Whole seconds billed for an interval: started seconds count in full.
 pub fn billed_secs(start_ms: u64, end_ms: u64) -> u64 {
     end_ms.saturating_sub(start_ms).div_ceil(1000)
@@ -78,6 +89,9 @@ pub struct CostReport {
     pub uptime_secs: u64,
     pub spot: TierCost,
     pub serverless: TierCost,
+    /// Spot replicas priced at the instance their cloud reported (the rest at the
+    /// catalog's price for the GPU).
+    pub spot_priced_by_placement: usize,
     pub total_usd: f64,
     pub pure_serverless_usd: f64,
     pub pure_serverless_secs: u64,
@@ -92,17 +106,32 @@ pub struct CostReport {
 impl CostReport {
     /// The spend of `run` up to `now_ms` (or its end): replicas and containers still
     /// running are billed up to then.
-    pub fn new(prices: Prices, run: &Run, replicas: &[ReplicaRow], containers: &[ContainerRow], now_ms: u64) -> Self {
+    /// `placed_rate` is a replica's hourly price from where its cloud placed it, when known.
+    pub fn new(
+        prices: Prices,
+        run: &Run,
+        replicas: &[ReplicaRow],
+        containers: &[ContainerRow],
+        now_ms: u64,
+        placed_rate: impl Fn(&ReplicaRow) -> Option<f64>,
+    ) -> Self {
         let until = run.ended_at_ms.unwrap_or(now_ms);
-        let spot_secs: u64 =
-            replicas.iter().map(|r| billed_secs(r.launched_at_ms, r.ended_at_ms.unwrap_or(until))).sum();
+        let replica_secs = |r: &ReplicaRow| billed_secs(r.launched_at_ms, r.ended_at_ms.unwrap_or(until));
+        let spot_secs: u64 = replicas.iter().map(replica_secs).sum();
+        let mut spot_placed = 0;
+        let spot_usd: f64 = replicas
+            .iter()
+            .map(|r| match placed_rate(r) {
+                Some(rate) => {
+                    spot_placed += 1;
+                    usd(replica_secs(r), rate, 1)
+                }
+                None => usd(replica_secs(r), prices.spot, prices.gpu_count),
+            })
+            .sum();
         let serverless_secs: u64 =
             containers.iter().map(|c| billed_secs(c.started_at_ms, c.stopped_at_ms.unwrap_or(until))).sum();
-        let spot = TierCost {
-            usd: usd(spot_secs, prices.spot, prices.gpu_count),
-            billed_secs: spot_secs,
-            units: replicas.len(),
-        };
+        let spot = TierCost { usd: spot_usd, billed_secs: spot_secs, units: replicas.len() };
         let serverless = TierCost {
             usd: usd(serverless_secs, prices.serverless, prices.gpu_count),
             billed_secs: serverless_secs,
@@ -119,6 +148,7 @@ impl CostReport {
             uptime_secs,
             spot,
             serverless,
+            spot_priced_by_placement: spot_placed,
             total_usd,
             pure_serverless_usd,
             pure_serverless_secs,
@@ -200,8 +230,7 @@ mod tests {
             updated_at_ms: started,
             ended_at_ms: ended,
             serverless_url: None,
-            serverless_pid: None,
-            serverless_pid_started: None,
+            serverless: None,
             usage,
             note: None,
         }
@@ -210,9 +239,9 @@ mod tests {
     fn replica(launched: u64, ended: Option<u64>) -> ReplicaRow {
         ReplicaRow {
             replica: "spot-1".into(),
-            url: String::new(),
-            pid: None,
-            pid_started: None,
+            url: None,
+            reference: None,
+            placement: None,
             phase: Phase::Ready,
             launched_at_ms: launched,
             ended_at_ms: ended,
@@ -245,6 +274,7 @@ mod tests {
             &[replica(0, Some(hour / 2)), replica(hour / 2, None)],
             &[ContainerRow { container: 1, started_at_ms: 0, stopped_at_ms: Some(hour / 4) }],
             5 * hour,
+            |_| None,
         );
         // Spot: one hour in all (the open replica is billed to the run's end), 2 GPUs.
         assert!((report.spot.usd - 0.72).abs() < 1e-9, "{report:?}");
@@ -255,6 +285,34 @@ mod tests {
         assert!((report.on_demand_usd - 3.20).abs() < 1e-9);
         assert!((report.saved_vs_serverless_usd - 1.80).abs() < 1e-9);
         assert_eq!(report.uptime_secs, 3600);
+    }
+
+    #[test]
+    fn a_replica_is_priced_at_the_instance_its_cloud_placed_it_on_where_the_catalog_lists_it() {
+        let catalog = Catalog::embedded();
+        let placement = |instance: &str, region: &str, spot| Placement {
+            instance_type: instance.into(),
+            region: region.into(),
+            spot,
+        };
+        assert_eq!(placed_rate(catalog, "aws", Some(&placement("g6.xlarge", "us-east-2", true))), Some(0.26));
+        for unknown in [placement("g6.xlarge", "eu-west-9", true), placement("g6.xlarge", "us-east-2", false)] {
+            assert_eq!(placed_rate(catalog, "aws", Some(&unknown)), None, "{unknown:?}");
+        }
+        let prices = Prices { spot: 1.0, serverless: 0.0, on_demand: 0.0, gpu_count: 1 };
+        let hour = 3_600_000;
+        let placed =
+            ReplicaRow { placement: Some(placement("g6.xlarge", "us-east-2", true)), ..replica(0, Some(hour)) };
+        let report = CostReport::new(
+            prices,
+            &run(0, Some(hour), Usage::default()),
+            &[placed, replica(0, Some(hour))],
+            &[],
+            hour,
+            |r| placed_rate(catalog, "aws", r.placement.as_ref()),
+        );
+        assert!((report.spot.usd - 1.26).abs() < 1e-9, "{report:?}");
+        assert_eq!(report.spot_priced_by_placement, 1);
     }
 
     #[test]

@@ -81,8 +81,7 @@ impl Processes {
         for secret in ["TANDEMN_API_KEY", "TANDEMN_ADMIN_KEY"] {
             command.env_remove(secret);
         }
-        let child =
-            command.spawn().map_err(|e| ProviderError::Invalid(format!("cannot start {name}: {e}")))?;
+        let child = command.spawn().map_err(|e| ProviderError::Invalid(format!("cannot start {name}: {e}")))?;
         let pid = child.id();
         self.lock().insert(name.to_string(), child);
         Ok(pid)
@@ -215,7 +214,10 @@ impl LocalSpot {
 
     fn end(&self, replica: &str, started_ms: u64, ended_ms: u64) {
         self.polled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(replica);
-        self.references.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|id, _| id.as_str() != replica);
+        self.references
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|id, _| id.as_str() != replica);
         self.processes.bill("spot", replica, started_ms, ended_ms);
     }
 }
@@ -261,7 +263,10 @@ impl SpotProvider for LocalSpot {
         let local = LocalReplica { pid, pid_started: crate::process::start_ticks(pid), port };
         let data = serde_json::to_value(local).map_err(|e| ProviderError::Invalid(e.to_string()))?;
         let reference = ReplicaRef { id: spec.id.clone(), launched_ms, data };
-        self.references.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(spec.id.clone(), reference.clone());
+        self.references
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(spec.id.clone(), reference.clone());
         Ok(reference)
     }
 
@@ -377,8 +382,7 @@ impl LocalServerless {
             running: u32,
             containers: Vec<ContainerBill>,
         }
-        let transient =
-            |e: reqwest::Error| ProviderError::transient(format!("{}/billing: {e}", endpoint.url));
+        let transient = |e: reqwest::Error| ProviderError::transient(format!("{}/billing: {e}", endpoint.url));
         let billing: Billing = self
             .http
             .get(format!("{}/billing", endpoint.url))

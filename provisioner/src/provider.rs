@@ -32,7 +32,8 @@ impl ReplicaId {
     pub fn parse(text: &str) -> Result<Self, String> {
         let rule = "letters, digits, `-`, `_` and `.`, starting with a letter and ending with a letter or digit";
         let body_ok = text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        let ends_ok = text.starts_with(|c: char| c.is_ascii_alphabetic()) && text.ends_with(|c: char| c.is_ascii_alphanumeric());
+        let ends_ok =
+            text.starts_with(|c: char| c.is_ascii_alphabetic()) && text.ends_with(|c: char| c.is_ascii_alphanumeric());
         if text.len() > MAX_REPLICA_ID {
             Err(format!("replica name `{text}` is longer than {MAX_REPLICA_ID} characters"))
         } else if !body_ok || !ends_ok {
@@ -258,7 +259,7 @@ mod tests {
         let next_run = ReplicaId::new("svc", 1_764_000_060_000, 1).unwrap();
         assert_ne!(first, next_run);
         assert!(first.of_service("svc") && !first.of_service("sv"));
-        assert_eq!(first.as_str(), "svc-t5bbxc-1");
+        assert_eq!(first.as_str(), "svc-t68n40-1");
     }
 
     #[test]

@@ -91,6 +91,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN health_token TEXT;
     CREATE TABLE scrub_pending (since_version INTEGER NOT NULL);
     INSERT INTO scrub_pending VALUES (3);",
+    // 4: replicas and the serverless endpoint are known by their provider reference (a
+    // cloud resource has no pid), and where the cloud placed a replica prices its bill.
+    "ALTER TABLE replicas DROP COLUMN pid;
+    ALTER TABLE replicas DROP COLUMN pid_started;
+    ALTER TABLE replicas ADD COLUMN provider_ref TEXT;
+    ALTER TABLE replicas ADD COLUMN placement TEXT;
+    ALTER TABLE runs DROP COLUMN serverless_pid;
+    ALTER TABLE runs DROP COLUMN serverless_pid_started;
+    ALTER TABLE runs ADD COLUMN serverless_ref TEXT;",
 ];
 
 const FILE_NAME: &str = "state.db";

@@ -75,7 +75,8 @@ impl CapacitySignal {
 }
 
 pub struct Backend {
-    /// `tier/host:port/base`, stable across swaps: the identity tables match on.
+    /// The publisher's name for it, or `tier/host:port/base`; stable across swaps: the
+    /// identity tables match on, and what load reports carry.
     pub id: String,
     pub tier: Tier,
     pub url: BackendUrl,
@@ -108,9 +109,16 @@ pub struct BackendStats {
 }
 
 impl Backend {
-    pub fn new(tier: Tier, url: BackendUrl, auth: BackendAuth, capacity: u32, signal: Arc<CapacitySignal>) -> Self {
+    pub fn new(
+        id: String,
+        tier: Tier,
+        url: BackendUrl,
+        auth: BackendAuth,
+        capacity: u32,
+        signal: Arc<CapacitySignal>,
+    ) -> Self {
         Self {
-            id: Self::identity(tier, &url),
+            id,
             tier,
             url,
             auth,
@@ -242,7 +250,14 @@ mod tests {
 
     fn backend(capacity: u32) -> Arc<Backend> {
         let url = BackendUrl::parse("http://127.0.0.1:1").unwrap();
-        Arc::new(Backend::new(Tier::Spot, url, BackendAuth::None, capacity, Arc::default()))
+        Arc::new(Backend::new(
+            Backend::identity(Tier::Spot, &url),
+            Tier::Spot,
+            url,
+            BackendAuth::None,
+            capacity,
+            Arc::default(),
+        ))
     }
 
     #[test]

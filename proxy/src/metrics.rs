@@ -296,7 +296,8 @@ mod tests {
     /// URL validation (wherever it lives) is not what keeps the exposition intact.
     fn table_with(host: &str, base_path: &str) -> RouteTable {
         let url = BackendUrl { tls: false, host: host.to_string(), port: 80, base_path: base_path.to_string() };
-        let backend = Backend::new(Tier::Spot, url, BackendAuth::None, 4, Arc::default());
+        let backend =
+            Backend::new(Backend::identity(Tier::Spot, &url), Tier::Spot, url, BackendAuth::None, 4, Arc::default());
         RouteTable { spot: vec![Arc::new(backend)].into(), ..RouteTable::default() }
     }
 

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tandemn_config::api::{BackendAuth, BackendSpec, BackendUrl, Secret, Tier};
+use tandemn_config::api::{BackendAuth, BackendId, BackendSpec, BackendUrl, Secret, Tier};
 
 use crate::backend::{Backend, BackendState, CapacitySignal};
 
@@ -38,7 +38,10 @@ impl RouteTable {
                 // The field, never the value: a whitespace-only secret is still the operator's.
                 return Err(format!("backend {}: {field} is empty", spec.url));
             }
-            let id = Backend::identity(spec.tier, &url);
+            let id = match &spec.id {
+                Some(id) => checked_id(id)?,
+                None => Backend::identity(spec.tier, &url),
+            };
             if !seen.insert(id.clone()) {
                 return Err(format!("backend {} is listed twice", spec.url));
             }
@@ -60,7 +63,7 @@ impl RouteTable {
                         // starting a new backend; in-flight guards still hold the old one.
                         tracing::debug!(%id, "backend settings changed");
                     }
-                    Arc::new(Backend::new(spec.tier, url, spec.auth.clone(), spec.capacity, signal.clone()))
+                    Arc::new(Backend::new(id, spec.tier, url, spec.auth.clone(), spec.capacity, signal.clone()))
                 }
             };
             if spec.draining {
@@ -81,6 +84,17 @@ impl RouteTable {
 /// The first secret of `auth` that is empty or only whitespace, by its config path: such
 /// a secret would send an empty credential to the backend. Specs published in-process
 /// are never deserialized, so this cannot rest on `Secret`'s own checks.
+/// A publisher's backend id goes into metric labels, logs and a response header: short,
+/// and only characters that need no escaping anywhere.
+fn checked_id(id: &BackendId) -> Result<String, String> {
+    let text = id.as_str();
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/');
+    if text.is_empty() || text.len() > 128 || !text.chars().all(allowed) {
+        return Err(format!("backend id `{}` is not 1 to 128 of [A-Za-z0-9-_.:/]", text.escape_debug()));
+    }
+    Ok(text.to_string())
+}
+
 fn empty_secret(auth: &BackendAuth) -> Option<&'static str> {
     let secrets: &[(&'static str, &Secret)] = match auth {
         BackendAuth::None => &[],
@@ -143,7 +157,7 @@ mod tests {
     use super::*;
 
     fn spec(tier: Tier, url: &str, capacity: u32) -> BackendSpec {
-        BackendSpec { tier, url: url.into(), capacity, auth: BackendAuth::None, draining: false }
+        BackendSpec { id: None, tier, url: url.into(), capacity, auth: BackendAuth::None, draining: false }
     }
 
     #[test]

@@ -74,7 +74,14 @@ mod tests {
 
     fn backend(tier: Tier, port: u16, capacity: u32, state: BackendState) -> Arc<Backend> {
         let url = BackendUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-        let backend = Backend::new(tier, url, BackendAuth::None, capacity, Arc::new(CapacitySignal::default()));
+        let backend = Backend::new(
+            Backend::identity(tier, &url),
+            tier,
+            url,
+            BackendAuth::None,
+            capacity,
+            Arc::new(CapacitySignal::default()),
+        );
         backend.set_state(state);
         Arc::new(backend)
     }

@@ -13,7 +13,7 @@ use pingora::connectors::http::Connector;
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use tandemn_config::api::{BackendLoad, BackendSpec, LoadSnapshot, LoadSource, RouteSink, Secret};
+use tandemn_config::api::{BackendId, BackendLoad, BackendSpec, LoadSnapshot, LoadSource, RouteSink, Secret};
 
 use crate::backend::BackendState;
 use crate::connection::{self, ConnectionStats};
@@ -92,6 +92,7 @@ impl Router {
             .snapshot()
             .backends()
             .map(|b| BackendLoad {
+                id: BackendId::new(&b.id),
                 tier: b.tier,
                 url: b.url.to_string(),
                 inflight: b.inflight(),

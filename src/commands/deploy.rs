@@ -12,8 +12,8 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::{BackgroundService, background_service};
 use tandemn_config::api::Secret;
 use tandemn_config::{Catalog, Choice, DeploymentSpec, ServerlessProvider, SpotCloud};
-use tandemn_provisioner::local::{LocalServerless, LocalSpot, now_ms};
-use tandemn_provisioner::reconciler::{Reconciler, Timing};
+use tandemn_provisioner::local::now_ms;
+use tandemn_provisioner::reconciler::{Clock, Reconciler};
 use tandemn_provisioner::state_store::{Run, Usage};
 use tandemn_provisioner::{DeploymentStatus, LockError, ServiceLock, StateStore};
 use tandemn_proxy::server::{self, ManualShutdown, ServerSettings};
@@ -32,14 +32,7 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return Ok(());
     }
-    if spec.serverless_provider != ServerlessProvider::Local || spec.spots_cloud != SpotCloud::Local {
-        return Err(UsageError(format!(
-            "this build deploys with the `local` provider only (got serverless `{}`, spot `{}`); cloud providers \
-             arrive with their own work. Try --serverless-provider local --spots-cloud local",
-            spec.serverless_provider, spec.spots_cloud
-        ))
-        .into());
-    }
+    super::providers::supported(&spec)?;
     if !spec.router.backends.is_empty() {
         return Err(UsageError(
             "router.backends is for `tandemn router`; a deployment's backends come from its providers".to_string(),
@@ -59,7 +52,8 @@ fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
         Err(other) => return Err(other.into()),
     };
     let store = StateStore::open_default()?;
-    if let Ok(view) = View::load(&store, &spec.service_name)
+    let previous = View::load(&store, &spec.service_name).ok();
+    if let Some(view) = &previous
         && view.alive()
     {
         return Err(usage(format!(
@@ -67,6 +61,8 @@ fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
             spec.service_name, view.run.pid, spec.service_name
         )));
     }
+    // A run whose process died without ending it is resumed: what it launched is adopted.
+    let resuming = previous.is_some_and(|view| view.run.ended_at_ms.is_none());
     let mut api_keys: Vec<Secret> =
         spec.router.api_keys.iter().map(|s| s.resolve()).collect::<Result<_, _>>().map_err(usage)?;
     api_keys.extend(keys.client);
@@ -101,14 +97,11 @@ fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
     let settings =
         super::router::settings(&spec.router, api_keys, admin_key.clone(), vec![health_token.clone()], spec.public);
     let router = Arc::new(Router::new(Arc::new(RoutingState::default()), settings));
-    let dir = StateStore::default_dir()?.join("local").join(&spec.service_name);
-    let exe = std::env::current_exe()?;
-    let spot = Arc::new(LocalSpot::new(spec.local.clone(), &dir, &exe)?);
-    let serverless = Arc::new(LocalServerless::new(spec.local.clone(), &dir, &exe)?);
+    let providers = super::providers::for_deployment(&spec)?;
 
     store.save_deployment(&spec, DeploymentStatus::Deploying)?;
     let started = now_ms();
-    store.start_run(&Run {
+    let run = Run {
         service_name: spec.service_name.clone(),
         pid: std::process::id(),
         pid_started: tandemn_provisioner::process::start_ticks(std::process::id()),
@@ -118,20 +111,26 @@ fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
         updated_at_ms: started,
         ended_at_ms: None,
         serverless_url: None,
-        serverless_pid: None,
-        serverless_pid_started: None,
+        serverless: None,
         usage: Usage::default(),
         note: None,
-    })?;
+    };
+    if resuming {
+        store.resume_run(&run)?;
+    } else {
+        store.start_run(&run)?;
+    }
     let reconciler = Reconciler::new(
         spec.clone(),
-        spot,
-        serverless,
+        providers.spot,
+        providers.serverless,
         router.clone(),
         router.clone(),
         StateStore::open_default()?,
-        Timing::default(),
-    );
+        providers.timing,
+        Clock::Wall,
+    )
+    .with_replica_auth(providers.replica_auth);
 
     let server_settings = ServerSettings { grace_period: Duration::from_secs(1), ..ServerSettings::new(listen) };
     let mut server = server::build(router, &server_settings);

@@ -1,10 +1,8 @@
 //! What `deploy`, `status`, `cost`, `destroy` and `preempt` share: finding a deployment's
 //! run in the state store, telling whether its process still lives, and its cost.
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use tandemn_config::Catalog;
-use tandemn_provisioner::ledger::{CostReport, Prices};
+use tandemn_provisioner::ledger::{CostReport, Prices, placed_rate};
 use tandemn_provisioner::local::now_ms;
 use tandemn_provisioner::process::is_running;
 use tandemn_provisioner::state_store::{ContainerRow, Phase, ReplicaRow, Run};
@@ -39,10 +37,16 @@ impl View {
     pub fn cost(&self) -> CostReport {
         let d = &self.deployment;
         let prices = Prices::lookup(Catalog::embedded(), &d.gpu, d.gpu_count, &d.serverless_provider, &d.spots_cloud);
-        CostReport::new(prices, &self.run, &self.replicas, &self.containers, self.billed_until())
+        let placed = |r: &ReplicaRow| placed_rate(Catalog::embedded(), &d.spots_cloud, r.placement.as_ref());
+        CostReport::new(prices, &self.run, &self.replicas, &self.containers, self.billed_until(), placed)
     }
 
+    /// Cloud replicas outlive a process that died: they bill until now, until a resumed
+    /// run or `destroy` ends them.
     pub fn billed_until(&self) -> u64 {
+        if self.deployment.spots_cloud != "local" && self.run.ended_at_ms.is_none() {
+            return now_ms();
+        }
         billed_until(&self.run)
     }
 
@@ -97,13 +101,6 @@ pub fn split(spot: u64, serverless: u64) -> String {
     }
     let pct = |n: u64| n as f64 * 100.0 / total as f64;
     format!("{:.0}% spot / {:.0}% serverless ({total} requests)", pct(spot), pct(serverless))
-}
-
-/// Kills the process group a recorded process leads, if that very process still runs
-/// (a pid reused since is left alone).
-pub fn kill_group(pid: u32, started: Option<u64>, signal: Signal) -> bool {
-    let Ok(raw) = i32::try_from(pid) else { return false };
-    is_running(pid, started) && killpg(Pid::from_raw(raw), signal).is_ok()
 }
 
 /// `12s`, `4m 05s`, `2h 03m`.

@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use tandemn_config::{Catalog, Sources, SpotCloud};
 use tandemn_provisioner::process::is_running;
+use tandemn_provisioner::provider::{ProviderError, ReplicaRef};
 use tandemn_provisioner::state_store::{ContainerRow, Phase};
 use tandemn_provisioner::{DeploymentStatus, StateStore, StoreError};
 
 use super::UsageError;
-use super::deployment::{View, alive, billed_until, kill_group};
+use super::deployment::{View, alive, billed_until};
 use crate::cli::DestroyArgs;
 use crate::output::println;
 
@@ -94,7 +96,7 @@ fn destroy(store: &StateStore, name: &str) -> anyhow::Result<()> {
     }
     let cleaned = clean_up(store, name)?;
     if cleaned > 0 {
-        println(&format!("{name}: the deployment's process had died; stopped {cleaned} leftover process(es)"));
+        println(&format!("{name}: the deployment's process had died; stopped {cleaned} leftover resource(s)"));
     }
     // Also mends an unreadable status: the row now says what is true.
     store.set_status(name, DeploymentStatus::Destroyed)?;
@@ -107,31 +109,85 @@ fn destroy(store: &StateStore, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// After the deployment's process is gone: stops whatever it left running and closes
-/// its records. Returns how many processes were stopped.
+/// After the deployment's process is gone: terminates, through its providers, whatever
+/// it left (recorded replicas, any other resource of the service a provider lists, the
+/// serverless endpoint) and closes its records. Returns how many resources were stopped.
 fn clean_up(store: &StateStore, name: &str) -> anyhow::Result<usize> {
     let Some(run) = store.run(name)? else { return Ok(0) };
-    if run.ended_at_ms.is_some() {
+    let open_replicas: Vec<_> = store.replicas(name)?.into_iter().filter(|r| !r.phase.is_final()).collect();
+    if run.ended_at_ms.is_some() && open_replicas.is_empty() {
         return Ok(0);
     }
-    let now = billed_until(&run);
-    let mut stopped = 0;
-    for replica in store.replicas(name)?.iter().filter(|r| !r.phase.is_final()) {
-        if replica.pid.is_some_and(|pid| kill_group(pid, replica.pid_started, Signal::SIGKILL)) {
-            stopped += 1;
+    let Some(deployment) = store.deployment(name)? else { return Ok(0) };
+    let spec = Sources::stored(&deployment.config.to_string(), Catalog::embedded())?;
+    let providers = super::providers::for_deployment(&spec)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let deadline = Duration::from_secs(120);
+        let mut stopped = 0;
+        let mut failures = Vec::new();
+        let listed = within(deadline, providers.spot.list(name)).await;
+        let mut references: Vec<ReplicaRef> = open_replicas.iter().filter_map(|r| r.reference.clone()).collect();
+        if let Ok(listed) = &listed {
+            let unrecorded: Vec<ReplicaRef> = listed
+                .iter()
+                .filter(|l| !references.iter().any(|r| r.id == l.id))
+                .map(|l| l.reference.clone())
+                .collect();
+            references.extend(unrecorded);
         }
-        store.replica_phase(name, replica, Phase::Terminated, now, Some("cleaned up by destroy"))?;
-    }
-    if run.serverless_pid.is_some_and(|pid| kill_group(pid, run.serverless_pid_started, Signal::SIGKILL)) {
-        stopped += 1;
-    }
-    let open: Vec<ContainerRow> = store
-        .containers(name)?
-        .iter()
-        .filter(|c| c.stopped_at_ms.is_none())
-        .map(|c| ContainerRow { stopped_at_ms: Some(now), ..*c })
-        .collect();
-    store.save_containers(name, &open)?;
-    store.end_run(name, now)?;
-    Ok(stopped)
+        for reference in &references {
+            let row = open_replicas.iter().find(|r| r.replica == reference.id.as_str());
+            match within(deadline, providers.spot.terminate(reference)).await {
+                Ok(at_ms) => {
+                    stopped += 1;
+                    // A local replica died with its process: billed until its last heartbeat.
+                    let ended = if spec.spots_cloud == SpotCloud::Local { billed_until(&run) } else { at_ms };
+                    if let Some(row) = row {
+                        store.replica_phase(name, row, Phase::Terminated, ended, Some("terminated by destroy"))?;
+                    }
+                }
+                Err(error) => failures.push(format!("{}: {error}", reference.id)),
+            }
+        }
+        // Never launched (no reference): nothing to stop.
+        for row in open_replicas.iter().filter(|r| r.reference.is_none()) {
+            store.replica_phase(name, row, Phase::Failed, row.launched_at_ms, Some("never launched"))?;
+        }
+        let now = billed_until(&run);
+        if let Some(endpoint) = &run.serverless {
+            match within(deadline, providers.serverless.destroy(endpoint)).await {
+                Ok(_) => stopped += 1,
+                Err(error) => failures.push(format!("serverless {}: {error}", endpoint.id)),
+            }
+        }
+        let open: Vec<ContainerRow> = store
+            .containers(name)?
+            .iter()
+            .filter(|c| c.stopped_at_ms.is_none())
+            .map(|c| ContainerRow { stopped_at_ms: Some(now), ..*c })
+            .collect();
+        store.save_containers(name, &open)?;
+        if !failures.is_empty() {
+            // The records stay open, so the next `destroy` tries again.
+            anyhow::bail!(
+                "could not terminate {}; run `tandemn destroy --service-name {name}` again",
+                failures.join("; ")
+            );
+        }
+        store.set_serverless(name, None)?;
+        if run.ended_at_ms.is_none() {
+            store.end_run(name, now)?;
+        }
+        Ok(stopped)
+    })
+}
+
+async fn within<T>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or_else(|_| Err(ProviderError::transient(format!("no answer within {deadline:?}"))))
 }

@@ -1,12 +1,12 @@
 //! `tandemn preempt`: kills a local spot replica the way a cloud takes a spot instance
 //! back, to watch the router fail over and the provisioner replace it.
 
-use nix::sys::signal::Signal;
 use tandemn_provisioner::StateStore;
+use tandemn_provisioner::local::LocalSpot;
 use tandemn_provisioner::state_store::Phase;
 
 use super::UsageError;
-use super::deployment::{View, kill_group};
+use super::deployment::View;
 use crate::cli::PreemptArgs;
 use crate::output::println;
 
@@ -35,14 +35,12 @@ pub fn run(args: &PreemptArgs) -> anyhow::Result<()> {
             .copied()
             .ok_or_else(|| UsageError(format!("`{}` has no spot replica to preempt", args.service)))?,
     };
-    let Some(pid) = replica.pid else {
-        return Err(UsageError(format!("{} has no local process", replica.replica)).into());
+    let Some(reference) = &replica.reference else {
+        return Err(UsageError(format!("{} is still launching", replica.replica)).into());
     };
-    if !kill_group(pid, replica.pid_started, Signal::SIGKILL) {
-        return Err(UsageError(format!("{} (pid {pid}) is no longer running", replica.replica)).into());
-    }
+    LocalSpot::preempt(reference).map_err(|error| UsageError(error.to_string()))?;
     println(&format!(
-        "preempted {} (pid {pid}, {}); serverless takes its traffic and the provisioner replaces it",
+        "preempted {} ({}); serverless takes its traffic and the provisioner replaces it",
         replica.replica,
         replica.phase.as_str()
     ));

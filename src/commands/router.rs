@@ -65,7 +65,14 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
             if capacity == 0 {
                 return Err(usage(format!("--{tier}-capacity must be at least 1")));
             }
-            backends.push(BackendSpec { tier, url: url.clone(), capacity, auth: BackendAuth::None, draining: false });
+            backends.push(BackendSpec {
+                id: None,
+                tier,
+                url: url.clone(),
+                capacity,
+                auth: BackendAuth::None,
+                draining: false,
+            });
         }
     }
 

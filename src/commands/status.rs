@@ -25,7 +25,7 @@ pub fn run(args: &ServiceArgs) -> anyhow::Result<()> {
             "usage": view.run.usage,
             "note": view.run.note,
             "replicas": view.replicas,
-            "serverless": {"url": view.run.serverless_url, "pid": view.run.serverless_pid, "running_containers": view.run.usage.serverless_running,
+            "serverless": {"url": view.run.serverless_url, "endpoint": view.run.serverless, "running_containers": view.run.usage.serverless_running,
                            "containers": view.containers},
             "router": health,
             "events": store.events(&args.service_name)?,
@@ -71,7 +71,7 @@ pub fn run(args: &ServiceArgs) -> anyhow::Result<()> {
             table.row(vec![
                 r.replica.clone(),
                 r.phase.as_str().to_string(),
-                r.url.clone(),
+                r.url.clone().unwrap_or_else(|| "(none yet)".to_string()),
                 duration(end.saturating_sub(r.launched_at_ms) / 1000),
                 r.detail.clone().unwrap_or_default(),
             ]);

@@ -5,26 +5,32 @@
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{StateStore, StoreError};
+use crate::provider::{Endpoint, Placement, ReplicaRef};
 
 /// A replica's place in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
+    /// Launched; no address yet.
     Provisioning,
+    /// Has an address; the engine is not ready yet.
     Booting,
     Ready,
     Draining,
+    /// Being stopped: billed until the provider confirms (retried until it does).
+    Terminating,
     Terminated,
     Preempted,
     Failed,
 }
 
 impl Phase {
-    const ALL: [Phase; 7] = [
+    const ALL: [Phase; 8] = [
         Self::Provisioning,
         Self::Booting,
         Self::Ready,
         Self::Draining,
+        Self::Terminating,
         Self::Terminated,
         Self::Preempted,
         Self::Failed,
@@ -36,6 +42,7 @@ impl Phase {
             Self::Booting => "booting",
             Self::Ready => "ready",
             Self::Draining => "draining",
+            Self::Terminating => "terminating",
             Self::Terminated => "terminated",
             Self::Preempted => "preempted",
             Self::Failed => "failed",
@@ -81,8 +88,8 @@ pub struct Run {
     pub updated_at_ms: u64,
     pub ended_at_ms: Option<u64>,
     pub serverless_url: Option<String>,
-    pub serverless_pid: Option<u32>,
-    pub serverless_pid_started: Option<u64>,
+    /// The serverless endpoint as its provider knows it (without its credentials).
+    pub serverless: Option<Endpoint>,
     pub usage: Usage,
     /// What the provisioner wants the operator to know (a relaunch backoff, an error).
     pub note: Option<String>,
@@ -91,9 +98,12 @@ pub struct Run {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReplicaRow {
     pub replica: String,
-    pub url: String,
-    pub pid: Option<u32>,
-    pub pid_started: Option<u64>,
+    /// Known once the provider reports it.
+    pub url: Option<String>,
+    /// What any process needs to poll or terminate the replica.
+    pub reference: Option<ReplicaRef>,
+    /// Where the cloud placed it, which prices its bill.
+    pub placement: Option<Placement>,
     pub phase: Phase,
     pub launched_at_ms: u64,
     pub ended_at_ms: Option<u64>,
@@ -155,13 +165,26 @@ impl StateStore {
             })
     }
 
-    pub fn set_serverless(&self, service: &str, url: &str, pid: Option<u32>) -> Result<(), StoreError> {
-        let started = pid.and_then(crate::process::start_ticks).map(int);
+    /// Continues the service's run in a new process (the previous one died): its replicas,
+    /// events, containers and usage stay, so billing goes on without a gap or a double.
+    pub fn resume_run(&self, run: &Run) -> Result<(), StoreError> {
         self.connection
             .execute(
-                "UPDATE runs SET serverless_url = ?2, serverless_pid = ?3, serverless_pid_started = ?4
+                "UPDATE runs SET pid = ?2, pid_started = ?3, endpoint = ?4, health_token = ?5, ended_at_ms = NULL
                  WHERE service_name = ?1",
-                params![service, url, pid, started],
+                params![run.service_name, run.pid, run.pid_started.map(int), run.endpoint, run.health_token],
+            )
+            .map(drop)
+            .map_err(self.sqlite())
+    }
+
+    pub fn set_serverless(&self, service: &str, endpoint: Option<&Endpoint>) -> Result<(), StoreError> {
+        let reference = endpoint.map(|e| serde_json::to_string(e).unwrap_or_default());
+        self.connection
+            .execute(
+                "UPDATE runs SET serverless_url = COALESCE(?2, serverless_url), serverless_ref = ?3
+                 WHERE service_name = ?1",
+                params![service, endpoint.map(|e| &e.url), reference],
             )
             .map(drop)
             .map_err(self.sqlite())
@@ -210,8 +233,8 @@ impl StateStore {
         self.connection
             .query_row(
                 "SELECT service_name, pid, endpoint, health_token, started_at_ms, updated_at_ms, ended_at_ms,
-                     serverless_url, serverless_pid, arrived, spot_requests, serverless_requests, pure_serverless_ms,
-                     peak_replicas, desired_replicas, serverless_running, note, pid_started, serverless_pid_started
+                     serverless_url, serverless_ref, arrived, spot_requests, serverless_requests, pure_serverless_ms,
+                     peak_replicas, desired_replicas, serverless_running, note, pid_started
                  FROM runs WHERE service_name = ?1",
                 [service],
                 |row| {
@@ -224,7 +247,7 @@ impl StateStore {
                         updated_at_ms: uint(row.get(5)?),
                         ended_at_ms: row.get::<_, Option<i64>>(6)?.map(uint),
                         serverless_url: row.get(7)?,
-                        serverless_pid: row.get(8)?,
+                        serverless: row.get::<_, Option<String>>(8)?.and_then(|j| serde_json::from_str(&j).ok()),
                         usage: Usage {
                             arrived: uint(row.get(9)?),
                             spot_requests: uint(row.get(10)?),
@@ -236,7 +259,6 @@ impl StateStore {
                         },
                         note: row.get(16)?,
                         pid_started: row.get::<_, Option<i64>>(17)?.map(uint),
-                        serverless_pid_started: row.get::<_, Option<i64>>(18)?.map(uint),
                     })
                 },
             )
@@ -257,23 +279,26 @@ impl StateStore {
         let ended = phase.is_final().then_some(int(at_ms));
         self.connection
             .execute(
-                "INSERT INTO replicas (service_name, replica, url, pid, phase, launched_at_ms, ended_at_ms, detail,
-                     pid_started)
+                "INSERT INTO replicas (service_name, replica, url, provider_ref, phase, launched_at_ms, ended_at_ms,
+                     detail, placement)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (service_name, replica) DO UPDATE SET
                      phase = IIF(replicas.ended_at_ms IS NULL, excluded.phase, replicas.phase),
                      detail = IIF(replicas.ended_at_ms IS NULL, excluded.detail, replicas.detail),
-                     ended_at_ms = COALESCE(replicas.ended_at_ms, excluded.ended_at_ms)",
+                     ended_at_ms = COALESCE(replicas.ended_at_ms, excluded.ended_at_ms),
+                     url = IIF(excluded.url = '', replicas.url, excluded.url),
+                     provider_ref = COALESCE(excluded.provider_ref, replicas.provider_ref),
+                     placement = COALESCE(excluded.placement, replicas.placement)",
                 params![
                     service,
                     replica.replica,
-                    replica.url,
-                    replica.pid,
+                    replica.url.as_deref().unwrap_or(""),
+                    replica.reference.as_ref().and_then(|r| serde_json::to_string(r).ok()),
                     phase.as_str(),
                     int(replica.launched_at_ms),
                     ended,
                     detail,
-                    replica.pid_started.map(int)
+                    replica.placement.as_ref().and_then(|p| serde_json::to_string(p).ok())
                 ],
             )
             .and_then(|_| {
@@ -286,25 +311,46 @@ impl StateStore {
             .map_err(self.sqlite())
     }
 
+    /// Records what the provider said of a replica (its reference, address, placement)
+    /// without a lifecycle event.
+    pub fn update_replica(&self, service: &str, replica: &ReplicaRow) -> Result<(), StoreError> {
+        self.connection
+            .execute(
+                "UPDATE replicas SET url = IIF(?3 = '', url, ?3), provider_ref = COALESCE(?4, provider_ref),
+                     placement = COALESCE(?5, placement)
+                 WHERE service_name = ?1 AND replica = ?2",
+                params![
+                    service,
+                    replica.replica,
+                    replica.url.as_deref().unwrap_or(""),
+                    replica.reference.as_ref().and_then(|r| serde_json::to_string(r).ok()),
+                    replica.placement.as_ref().and_then(|p| serde_json::to_string(p).ok())
+                ],
+            )
+            .map(drop)
+            .map_err(self.sqlite())
+    }
+
     pub fn replicas(&self, service: &str) -> Result<Vec<ReplicaRow>, StoreError> {
         let mut statement = self
             .connection
             .prepare(
-                "SELECT replica, url, pid, phase, launched_at_ms, ended_at_ms, detail, pid_started FROM replicas
-                 WHERE service_name = ?1 ORDER BY launched_at_ms, replica",
+                "SELECT replica, url, provider_ref, phase, launched_at_ms, ended_at_ms, detail, placement
+                 FROM replicas WHERE service_name = ?1 ORDER BY launched_at_ms, replica",
             )
             .map_err(self.sqlite())?;
         let read = |row: &Row<'_>| -> rusqlite::Result<ReplicaRow> {
             let phase: String = row.get(3)?;
+            let json = |index: usize| row.get::<_, Option<String>>(index).map(|text| text.filter(|t| !t.is_empty()));
             Ok(ReplicaRow {
                 replica: row.get(0)?,
-                url: row.get(1)?,
-                pid: row.get(2)?,
+                url: Some(row.get::<_, String>(1)?).filter(|url| !url.is_empty()),
+                reference: json(2)?.and_then(|j| serde_json::from_str(&j).ok()),
                 phase: Phase::parse(&phase).unwrap_or(Phase::Failed),
                 launched_at_ms: uint(row.get(4)?),
                 ended_at_ms: row.get::<_, Option<i64>>(5)?.map(uint),
                 detail: row.get(6)?,
-                pid_started: row.get::<_, Option<i64>>(7)?.map(uint),
+                placement: json(7)?.and_then(|j| serde_json::from_str(&j).ok()),
             })
         };
         let rows = statement.query_map([service], read).map_err(self.sqlite())?;
@@ -380,8 +426,7 @@ mod tests {
             updated_at_ms: 1_000,
             ended_at_ms: None,
             serverless_url: None,
-            serverless_pid: None,
-            serverless_pid_started: None,
+            serverless: None,
             usage: Usage::default(),
             note: None,
         }
@@ -394,9 +439,9 @@ mod tests {
         store.start_run(&run("svc")).unwrap();
         let replica = ReplicaRow {
             replica: "spot-1".into(),
-            url: "http://127.0.0.1:9".into(),
-            pid: Some(7),
-            pid_started: Some(1),
+            url: Some("http://127.0.0.1:9".into()),
+            reference: None,
+            placement: None,
             phase: Phase::Provisioning,
             launched_at_ms: 2_000,
             ended_at_ms: None,
@@ -424,7 +469,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
         store.start_run(&run("svc")).unwrap();
-        store.set_serverless("svc", "http://127.0.0.1:10", Some(8)).unwrap();
+        let endpoint = Endpoint {
+            id: "svc-serverless".into(),
+            url: "http://127.0.0.1:10".into(),
+            auth: Default::default(),
+            data: serde_json::json!({"pid": 8}),
+        };
+        store.set_serverless("svc", Some(&endpoint)).unwrap();
         let usage = Usage {
             arrived: 10,
             spot_requests: 6,
@@ -445,8 +496,8 @@ mod tests {
         let got = store.run("svc").unwrap().unwrap();
         assert_eq!(got.usage, Usage { serverless_running: 0, ..usage });
         assert_eq!(
-            (got.ended_at_ms, got.serverless_pid, got.note.as_deref()),
-            (Some(6_000), Some(8), Some("relaunch in 2 s"))
+            (got.ended_at_ms, got.serverless, got.note.as_deref()),
+            (Some(6_000), Some(endpoint), Some("relaunch in 2 s"))
         );
         assert_eq!(
             store.containers("svc").unwrap(),

@@ -18,6 +18,7 @@ fn closed_port() -> u16 {
 async fn an_unreachable_upstream_gets_a_generic_502_with_the_request_id() {
     let port = closed_port();
     let dead = BackendSpec {
+        id: None,
         tier: Tier::Spot,
         url: format!("http://127.0.0.1:{port}"),
         capacity: 4,

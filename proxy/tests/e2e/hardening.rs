@@ -288,6 +288,7 @@ const OK_EMPTY_JSON: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r
 async fn scripted_router(script: Vec<Reply>, base_path: &str) -> (TestRouter, ScriptedUpstream) {
     let upstream = ScriptedUpstream::start(script).await;
     let backend = tandemn_config::api::BackendSpec {
+        id: None,
         tier: Tier::Serverless,
         url: format!("{}{base_path}", upstream.url()),
         capacity: 8,
@@ -341,6 +342,7 @@ async fn asterisk_and_relative_request_targets_are_refused() {
     let upstream =
         ScriptedUpstream::start(vec![Reply::KeepAlive("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")]).await;
     let backend = tandemn_config::api::BackendSpec {
+        id: None,
         tier: Tier::Serverless,
         url: format!("{}/base", upstream.url()),
         capacity: 8,
@@ -385,6 +387,7 @@ async fn a_request_cut_while_it_is_written_is_sent_again_on_a_new_connection() {
     let script = vec![Reply::KeepAlive(OK_EMPTY_JSON), Reply::ResetAfterHead, Reply::KeepAlive(OK_EMPTY_JSON)];
     let upstream = ScriptedUpstream::start(script).await;
     let backend = tandemn_config::api::BackendSpec {
+        id: None,
         tier: Tier::Serverless,
         url: upstream.url(),
         capacity: 8,

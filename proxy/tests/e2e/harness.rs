@@ -36,7 +36,7 @@ pub fn settings() -> RouterSettings {
 }
 
 pub fn spec(tier: Tier, mock: &MockVllm, capacity: u32) -> BackendSpec {
-    BackendSpec { tier, url: mock.url(), capacity, auth: BackendAuth::None, draining: false }
+    BackendSpec { id: None, tier, url: mock.url(), capacity, auth: BackendAuth::None, draining: false }
 }
 
 /// The router, running until dropped.

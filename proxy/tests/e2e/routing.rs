@@ -98,6 +98,7 @@ async fn back_to_back_requests_on_one_connection_arrive_intact() {
 async fn backends_may_be_named_by_host_name() {
     let svl = mock(fast()).await;
     let named = tandemn_config::api::BackendSpec {
+        id: None,
         tier: Tier::Serverless,
         url: format!("http://localhost:{}", svl.addr().port()),
         capacity: 8,
@@ -168,6 +169,7 @@ async fn event_streams_lose_their_content_length() {
     });
     // Serverless, so no health probe takes the scripted server's one connection.
     let backend = tandemn_config::api::BackendSpec {
+        id: None,
         tier: Tier::Serverless,
         url: upstream,
         capacity: 1,

@@ -7,6 +7,7 @@ use crate::harness::*;
 async fn clients_need_a_key_and_backends_get_their_own() {
     let guarded = mock(MockConfig { api_key: Some("backend-secret".into()), ..fast() }).await;
     let backend = BackendSpec {
+        id: None,
         tier: Tier::Spot,
         url: guarded.url(),
         capacity: 8,

@@ -1,0 +1,212 @@
+//! The start and the end of a run. A process that starts for a service whose previous
+//! process died resumes it: replicas and the endpoint are reloaded from the state store and
+//! checked against what the providers list, so what still runs is adopted (never
+//! launched twice), terminations under way finish, and billing continues. At the end,
+//! every backend drains and everything is terminated; what a provider would not stop
+//! stays recorded as `terminating`, for `destroy` or the next run to finish.
+
+use std::collections::HashMap;
+
+use super::calls::within;
+use super::plan::Ending;
+use super::{EndpointState, Reconciler, Replica};
+use crate::provider::{Listed, ReplicaRef};
+use crate::state_store::Phase;
+
+impl Reconciler {
+    /// Takes over what the store and the providers know of this service.
+    pub(super) async fn resume(&mut self) {
+        let service = self.service().to_string();
+        let run = match self.store.run(&service) {
+            Ok(run) => run,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the run's record; starting afresh");
+                None
+            }
+        };
+        let Some(run) = run else { return };
+        self.run_started_ms = run.started_at_ms;
+        self.base_usage = crate::state_store::Usage { serverless_running: 0, ..run.usage.clone() };
+        // The previous process's last heartbeat: when what vanished meanwhile stopped billing.
+        let gone_at = run.updated_at_ms;
+        let now = self.clock.now_ms();
+        let rows = self.store.replicas(&service).unwrap_or_default();
+        self.next_replica =
+            rows.iter().filter_map(|r| r.replica.rsplit('-').next()?.parse::<u32>().ok()).max().unwrap_or(0) + 1;
+        let listed = match within(self.timing.call_timeout, "spot list", self.spot.list(&service)).await {
+            Ok(listed) => Some(listed),
+            Err(error) => {
+                // Not knowing is no reason to forget: the records are trusted and polled.
+                self.failed("spot list", &error);
+                None
+            }
+        };
+        for row in rows.iter().filter(|r| !r.phase.is_final()) {
+            let recorded = row.reference.clone().filter(|r| !r.data.is_null());
+            let found = listed.as_ref().map(|all| all.iter().find(|l| l.id.as_str() == row.replica));
+            let reference = match (found, recorded) {
+                (Some(Some(_)), Some(reference)) | (None, Some(reference)) => reference,
+                (Some(Some(listed)), None) => listed.reference.clone(),
+                (Some(None), recorded) | (None, recorded @ None) => {
+                    // Gone while no process watched it. One whose launch never returned
+                    // was never created; the others billed until the last heartbeat.
+                    let ended = if recorded.is_some() { gone_at.max(row.launched_at_ms) } else { row.launched_at_ms };
+                    let detail = "gone while tandemn was not running";
+                    if let Err(error) = self.store.replica_phase(&service, row, Phase::Failed, ended, Some(detail)) {
+                        tracing::warn!(%error, "cannot record a replica event");
+                    }
+                    continue;
+                }
+            };
+            let phase = match row.phase {
+                Phase::Terminating | Phase::Draining => Phase::Terminating,
+                Phase::Ready | Phase::Booting => Phase::Booting,
+                _ => Phase::Provisioning,
+            };
+            self.adopt(reference, row.url.clone(), row.placement.clone(), phase, now);
+        }
+        for listed in listed.iter().flatten().filter(|l| !rows.iter().any(|r| r.replica == l.id.as_str())) {
+            let Listed { reference, .. } = listed.clone();
+            tracing::warn!(replica = %reference.id, "adopting a replica that runs without a record");
+            self.adopt(reference, None, None, Phase::Provisioning, now);
+        }
+        self.resume_serverless(&run, gone_at).await;
+    }
+
+    fn adopt(
+        &mut self,
+        reference: ReplicaRef,
+        url: Option<String>,
+        placement: Option<crate::provider::Placement>,
+        phase: Phase,
+        now: u64,
+    ) {
+        self.replicas.push(Replica {
+            reference,
+            url,
+            placement,
+            phase,
+            since_ms: now,
+            unready_since_ms: None,
+            busy: false,
+            polled_ms: 0,
+            retry_at_ms: 0,
+            ending: Ending::Terminated,
+        });
+        self.record(self.replicas.len() - 1, phase, now, Some("adopted after a restart"));
+    }
+
+    async fn resume_serverless(&mut self, run: &crate::state_store::Run, gone_at: u64) {
+        let service = self.service().to_string();
+        let containers = self.store.containers(&service).unwrap_or_default();
+        self.recorded_containers =
+            containers.iter().map(|c| (c.container, (c.started_at_ms, c.stopped_at_ms))).collect::<HashMap<_, _>>();
+        // Container ids continue the last deploy's range; a new deploy takes the next one.
+        if let Some(last) = containers.iter().map(|c| c.container).max() {
+            self.endpoint_generation = last / 1_000_000 + 1;
+        }
+        let Some(previous) = &run.serverless else { return };
+        let listed = within(self.timing.call_timeout, "serverless list", self.serverless.list(&service)).await;
+        match listed.map(|all| all.into_iter().find(|e| e.id == previous.id)) {
+            Ok(Some(endpoint)) => {
+                tracing::info!(service = %service, url = %endpoint.url, "serverless endpoint adopted");
+                self.endpoint = EndpointState::Up { endpoint, failures: 0, polling: false };
+            }
+            Ok(None) => {
+                self.close_containers(gone_at);
+                if let Err(error) = self.store.set_serverless(&service, None) {
+                    tracing::warn!(%error, "cannot record the serverless endpoint");
+                }
+            }
+            Err(error) => {
+                // Unknown: deploy (idempotent by name) finds it again or makes it anew.
+                self.failed("serverless list", &error);
+            }
+        }
+    }
+
+    /// Drains every backend (new requests are refused; streams on spot and serverless
+    /// finish, bounded by the drain timeout or cut short by `hurry`), stops replicas that
+    /// serve nothing at once, then the rest and the serverless endpoint.
+    pub(super) async fn teardown(&mut self, hurry: impl std::future::Future<Output = ()>) {
+        let now = self.clock.now_ms();
+        self.stopping = true;
+        for index in 0..self.replicas.len() {
+            if self.replicas[index].phase == Phase::Ready {
+                self.record(index, Phase::Draining, now, Some("deployment stopping"));
+            }
+        }
+        self.publish();
+        // Calls under way finish first (each has its deadline): a launch's reference
+        // must be known before it can be terminated.
+        for done in self.calls.settle().await {
+            self.take(done);
+        }
+        // Replicas that serve nothing need no drain.
+        self.terminate_all(|phase| phase != Phase::Draining);
+        let load = self.load.clone();
+        let drained = async move {
+            while load.snapshot().backends.iter().any(|b| b.inflight > 0) {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        let waited = tokio::time::timeout(self.timing.drain_timeout, async {
+            tokio::select! {
+                () = drained => {}
+                () = hurry => tracing::warn!("not waiting for streams to finish"),
+            }
+        });
+        let _ = waited.await;
+        self.terminate_all(|_| true);
+        if let EndpointState::Up { endpoint, .. } = std::mem::replace(&mut self.endpoint, EndpointState::Busy) {
+            match within(self.timing.call_timeout, "serverless destroy", self.serverless.destroy(&endpoint)).await {
+                Ok(containers) => {
+                    self.save_containers(&containers);
+                    if let Err(error) = self.store.set_serverless(self.service(), None) {
+                        tracing::warn!(%error, "cannot record the serverless endpoint");
+                    }
+                }
+                Err(error) => self.failed("serverless destroy", &error),
+            }
+        }
+        // A terminate that failed is tried again a few times; what still will not stop
+        // stays `terminating` in the record.
+        for attempt in 0..3 {
+            for done in self.calls.settle().await {
+                self.take(done);
+            }
+            if self.replicas.is_empty() {
+                break;
+            }
+            if attempt < 2 {
+                tokio::time::sleep(self.timing.retry).await;
+                self.terminate_all(|_| true);
+            }
+        }
+        for replica in &self.replicas {
+            tracing::error!(replica = %replica.id(), "could not be terminated; `tandemn destroy` tries again");
+        }
+        self.publish();
+        self.usage.serverless_running = 0;
+        let now = self.clock.now_ms();
+        let _ = self.store.update_usage(self.service(), &self.usage, self.note.as_deref(), now);
+        if let Err(error) = self.store.end_run(self.service(), now) {
+            tracing::warn!(%error, "cannot record the end of the run");
+        }
+    }
+
+    /// Starts terminating every idle replica whose phase `which` picks.
+    fn terminate_all(&mut self, which: impl Fn(Phase) -> bool) {
+        let now = self.clock.now_ms();
+        for index in 0..self.replicas.len() {
+            let replica = &self.replicas[index];
+            if replica.busy || !which(replica.phase) {
+                continue;
+            }
+            if replica.phase != Phase::Terminating {
+                self.record(index, Phase::Terminating, now, Some("deployment stopping"));
+            }
+            self.start_terminate(index);
+        }
+    }
+}
