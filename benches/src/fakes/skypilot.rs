@@ -21,6 +21,7 @@
 //! cluster (and counts the launch), as `sky launch` does. This module must not be the
 //! only check of the client: the conformance test runs it against the real server.
 
+mod cluster;
 mod http;
 mod state;
 mod task;
@@ -29,7 +30,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -209,6 +210,20 @@ impl Drop for FakeSkyPilot {
         self.server.abort();
         self.shared.shut_down();
     }
+}
+
+/// base64 of a pickled `None`: what the real server sends for a handle it has not got.
+const PICKLED_NONE: &str = "gAROLg==";
+/// The one user of the fake server.
+const USER_HASH: &str = "5ca1ab1e";
+const USER_NAME: &str = "tandemn";
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Standard base64 with padding: the real server's opaque `handle` and `object`

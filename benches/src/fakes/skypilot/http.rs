@@ -18,9 +18,9 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use super::state::{Refresh, Request, RequestStatus, Shared, USER_HASH, USER_NAME};
+use super::state::{Refresh, Request, RequestStatus, Shared};
 use super::task::TaskSpec;
-use super::{ApiError, FakeError, InstanceStatus, base64};
+use super::{ApiError, FakeError, InstanceStatus, USER_HASH, USER_NAME, base64};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -263,11 +263,13 @@ fn payload(request: &Request, full: bool) -> Value {
         _ => ("null".to_string(), "null".to_string()),
     };
     let body = request.body.to_string();
+    let entrypoint =
+        if full { base64(request.name.as_bytes()) } else { request.name.trim_start_matches("sky.").to_string() };
     let short = matches!(request.name, "sky.status" | "sky.endpoints" | "sky.enabled_clouds" | "sky.api_cancel");
     json!({
         "request_id": request.id,
         "name": request.name,
-        "entrypoint": if full { base64(request.name.as_bytes()) } else { request.name.trim_start_matches("sky.").to_string() },
+        "entrypoint": entrypoint,
         "request_body": if full { base64(body.as_bytes()) } else { body },
         "status": request.status.as_str(),
         "created_at": request.created_at,
