@@ -483,3 +483,17 @@ async fn dropping_the_fake_kills_its_engines() {
     drop(fake);
     process_gone(pid).await;
 }
+
+#[tokio::test]
+async fn a_preemption_during_provisioning_fails_the_launch_as_unavailable() {
+    let logs = tempfile::tempdir().unwrap();
+    let fake =
+        FakeSkyPilot::start(FakeConfig { provision_delay: Duration::from_secs(1), ..config(&logs) }).await.unwrap();
+    let client = Client::new(&fake, None);
+    let launch = client.submit("/launch", json!({"task": replica("L4:1"), "cluster_name": "tdm-p3"})).await;
+    client.listed("tdm-p3").await;
+    fake.preempt("tdm-p3").await.unwrap();
+    assert_eq!(failure_type(client.wait(&launch).await), "ResourcesUnavailableError");
+    assert!(client.status("tdm-p3", "AUTO").await.is_empty());
+    assert_eq!(only_record(&fake, "tdm-p3").pid, None, "no engine was ever started");
+}

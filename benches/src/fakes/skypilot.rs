@@ -14,12 +14,17 @@
 //!
 //! What a launch runs: the engine (`FakeConfig::engine`) with `--port 0
 //! --served-model-name <model> --boot-secs <engine_boot> --parent-pid <this process>`
-//! in its own process group, with only the task's `envs` and `secrets` as environment.
-//! The model is the first word after `vllm serve` in `run` (`$VAR` taken from envs and
-//! secrets), else the `MODEL` env; a `--api-key` of `vllm serve` reaches the engine as
-//! `VLLM_API_KEY`, never on its command line. A launch of a name that exists reuses the
-//! cluster (and counts the launch), as `sky launch` does. This module must not be the
-//! only check of the client: the conformance test runs it against the real server.
+//! in its own process group, with only the task's `envs` and `secrets` (and `PATH`) as
+//! its environment. The model is the first word after `vllm serve` in `run` (`$VAR`
+//! taken from envs and secrets), else the `MODEL` env; a `--api-key` of `vllm serve`
+//! reaches the engine as `VLLM_API_KEY`, never on its command line. A launch of a name
+//! that exists reuses the cluster (and counts the launch), as `sky launch` does.
+//!
+//! Where the fake is simpler than the real server: `/status` never returns
+//! `credentials`; `/endpoints` maps only the first opened port (the engine's); a
+//! stopped cluster cannot be launched again (tear it down); the catalog holds only the
+//! GPU instances Tandemn offers on AWS. It is no substitute for the conformance test
+//! against the real server, which checks the shapes this fake copies.
 
 mod cluster;
 mod http;

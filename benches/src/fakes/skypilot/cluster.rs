@@ -204,7 +204,12 @@ pub fn spawn_engine(config: &FakeConfig, cluster: &Cluster, log: &Path) -> std::
     if let Some(max_model_len) = cluster.task.max_model_len() {
         command.args(["--max-model-len", &max_model_len]);
     }
-    command.env_clear().envs(cluster.task.env.iter().map(|(k, v)| (k, v)));
+    // Nothing of this process's environment leaks to the "VM" but PATH, to find programs.
+    command.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command.envs(cluster.task.env.iter().map(|(k, v)| (k, v)));
     if let Some(key) = cluster.task.api_key() {
         command.env("VLLM_API_KEY", key);
     }

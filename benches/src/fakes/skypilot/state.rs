@@ -472,6 +472,13 @@ impl Shared {
             if !matches!(cluster.instance, InstanceStatus::Init | InstanceStatus::Up) {
                 return Err(FakeError::NotRunning { cluster: name.to_string(), status: cluster.instance });
             }
+            if cluster.instance == InstanceStatus::Init {
+                // What the waiting launch reports, as a real launch does when its spot VM goes away.
+                cluster.failure = Some(ApiError::new(
+                    "ResourcesUnavailableError",
+                    format!("Failed to provision cluster '{name}': its instance was reclaimed while it was launching."),
+                ));
+            }
             terminate(cluster, to);
             Ok(index)
         })?;
