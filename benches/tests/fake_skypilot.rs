@@ -429,6 +429,8 @@ async fn a_configured_token_guards_every_route_but_health() {
         assert_eq!(client.get("/api/get?request_id=x").await.status(), 401);
         assert_eq!(client.get("/fake/clusters").await.status(), 401);
     }
+    let refused = anonymous.post("/launch", json!({})).await;
+    assert_eq!(refused.json::<Value>().await.unwrap(), json!({"detail": "Invalid or expired service account token"}));
     let authorized = Client::new(&fake, Some("sky_test"));
     assert_eq!(authorized.call("/status", json!({"cluster_names": null})).await.unwrap(), json!([]));
 }

@@ -57,7 +57,7 @@ async fn route(shared: Arc<Shared>, request: HttpRequest<Incoming>) -> Reply {
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
     if path != "/api/health" && !authorized(&shared, &request) {
-        return json_reply(StatusCode::UNAUTHORIZED, &json!({"detail": "Invalid or missing bearer token."}));
+        return json_reply(StatusCode::UNAUTHORIZED, &json!({"detail": "Invalid or expired service account token"}));
     }
     let body = if method == Method::POST { Some(read_json(request).await) } else { None };
     let body = match body.transpose() {
@@ -112,8 +112,9 @@ fn authorized(shared: &Shared, request: &HttpRequest<Incoming>) -> bool {
     let Some(token) = &shared.config.token else {
         return true;
     };
-    let given = request.headers().get("authorization").and_then(|v| v.to_str().ok());
-    given.and_then(|v| v.strip_prefix("Bearer ")) == Some(token.as_str())
+    // The scheme is matched case-insensitively, as the real middleware does.
+    let given = request.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' '));
+    given.is_some_and(|(scheme, value)| scheme.eq_ignore_ascii_case("bearer") && value == token)
 }
 
 fn health() -> Value {
