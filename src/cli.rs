@@ -47,6 +47,9 @@ pub enum Command {
     MockVllm(tandemn_bench::cli::MockVllmArgs),
     /// Load-test any OpenAI-compatible endpoint and report latency percentiles
     Bench(tandemn_bench::cli::BenchArgs),
+    /// Run a loopback fake of the SkyPilot API server whose clusters are mock-vllm
+    /// processes (to try the spot tier without a cloud)
+    FakeSkypilot(tandemn_bench::cli::FakeSkypilotArgs),
 }
 
 /// Every deploy setting can come from `--config`; flags given here win over the file.

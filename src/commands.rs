@@ -32,6 +32,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Preempt(args) => preempt::run(&args),
         Command::Router(args) => router::run(&args),
         Command::MockVllm(args) => tool(tandemn_bench::cli::mock_vllm(&args)),
+        Command::FakeSkypilot(args) => tool(tandemn_bench::cli::fake_skypilot(&args)),
         Command::Bench(args) => tool(tandemn_bench::cli::bench(&args).map(|report| crate::output::print(&report))),
     }
 }

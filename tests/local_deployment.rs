@@ -13,14 +13,24 @@
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test by panicking")]
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::*;
+
+fn start() -> Deployment {
+    Deployment::start_in(tempfile::tempdir().unwrap(), CONFIG, &[])
+}
+
+fn start_in(home: tempfile::TempDir, env: &[(&str, &str)]) -> Deployment {
+    Deployment::start_in(home, CONFIG, env)
+}
 
 const CONFIG: &str = "
 service_name: story
@@ -35,169 +45,9 @@ router: {listen: 127.0.0.1:0, spot_capacity: 2}
 local: {spot_boot_secs: 2, cold_start_secs: 0.3}
 ";
 
-struct Deployment {
-    home: tempfile::TempDir,
-    child: Child,
-    endpoint: String,
-    api_key: String,
-    /// Printed once when generated (it is stored nowhere).
-    admin_key: String,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-/// Collects a child's output lines as they come (and keeps its pipe drained).
-fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-impl Deployment {
-    fn start() -> Deployment {
-        Self::start_in(tempfile::tempdir().unwrap(), &[])
-    }
-
-    /// `tandemn deploy` of CONFIG with `home` as HOME and TANDEMN_HOME, plus `env`.
-    fn start_in(home: tempfile::TempDir, env: &[(&str, &str)]) -> Deployment {
-        let config = home.path().join("story.yaml");
-        std::fs::write(&config, CONFIG).unwrap();
-        let child = tandemn(home.path())
-            .args(["deploy", "--config", config.to_str().unwrap()])
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Owned by the value that kills it on drop before anything can fail.
-        let mut deployment = Deployment {
-            home,
-            child,
-            endpoint: String::new(),
-            api_key: String::new(),
-            admin_key: String::new(),
-            stdout: Arc::default(),
-            stderr: Arc::default(),
-        };
-        deployment.stdout = collect(deployment.child.stdout.take().unwrap());
-        deployment.stderr = collect(deployment.child.stderr.take().unwrap());
-        let lines = deployment.stdout.clone();
-        let field = |name: &str| {
-            let found = lines.lock().unwrap().iter().find(|l| l.starts_with(name)).cloned();
-            found.map(|line| line.split_whitespace().nth(2).unwrap().to_string())
-        };
-        wait_for("the endpoint and keys to be printed", Duration::from_secs(30), || field("admin key").is_some());
-        deployment.endpoint = lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|l| l.strip_prefix("endpoint"))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .trim_end_matches("/v1")
-            .to_string();
-        deployment.api_key = field("api key").unwrap();
-        deployment.admin_key = field("admin key").unwrap();
-        deployment
-    }
-
-    fn tandemn(&self, args: &[&str]) -> Value {
-        let output = tandemn(self.home.path()).args(args).output().unwrap();
-        assert!(output.status.success(), "tandemn {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-
-    fn status(&self) -> Value {
-        self.tandemn(&["status", "--service-name", "story", "--json"])
-    }
-
-    /// Sends one request with `key`, then waits until a spot replica process runs.
-    fn launch_a_replica(&self, key: &str) {
-        let target = (self.endpoint.clone(), key.to_string());
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        assert!(runtime.block_on(request(&client(), &target, 2)).ok, "a request with the key failed");
-        wait_for("a spot replica process", Duration::from_secs(10), || {
-            self.status()["replicas"].as_array().unwrap().iter().any(|r| r["reference"]["data"]["pid"].is_u64())
-        });
-    }
-
-    fn billing_record(&self) -> PathBuf {
-        self.home.path().join("local/story/billing.jsonl")
-    }
-}
-
-impl Drop for Deployment {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tandemn(home: &Path) -> Command {
-    let mut command = Command::new(assert_cmd::cargo::cargo_bin("tandemn"));
-    command.env_clear().env("HOME", home).env("TANDEMN_HOME", home);
-    command
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// How one streamed request ended.
-#[derive(Debug, Clone)]
-struct Outcome {
-    tier: String,
-    ok: bool,
-    /// The response had started (200 and headers) before anything went wrong.
-    started: bool,
-}
-
-async fn request(client: &reqwest::Client, d: &(String, String), max_tokens: u32) -> Outcome {
-    let body = serde_json::json!({
-        "model": "mock-model", "stream": true, "max_tokens": max_tokens,
-        "messages": [{"role": "user", "content": "hello"}],
-    });
-    let sent = client.post(format!("{}/v1/chat/completions", d.0)).bearer_auth(&d.1).json(&body).send().await;
-    let response = match sent {
-        Ok(response) => response,
-        Err(error) => return Outcome { tier: format!("error: {error:?}"), ok: false, started: false },
-    };
-    let tier = response.headers().get("x-tandemn-backend").map_or("", |v| v.to_str().unwrap()).to_string();
-    let tier = tier.split('/').next().unwrap().to_string();
-    if response.status() != 200 {
-        return Outcome { tier, ok: false, started: false };
-    }
-    let text = response.text().await.unwrap_or_default();
-    let ok = text.ends_with("data: [DONE]\n\n") && !text.contains("\"error\"");
-    Outcome { tier, ok, started: true }
-}
-
-fn live_replicas(status: &Value) -> Vec<(String, String)> {
-    let replicas = status["replicas"].as_array().unwrap();
-    replicas
-        .iter()
-        .map(|r| (r["replica"].as_str().unwrap().to_string(), r["phase"].as_str().unwrap().to_string()))
-        .filter(|(_, phase)| !["terminated", "preempted", "failed"].contains(&phase.as_str()))
-        .collect()
-}
-
 #[test]
 fn a_local_deployment_tells_the_whole_story() {
-    let mut deployment = Deployment::start();
+    let mut deployment = start();
     let target = (deployment.endpoint.clone(), deployment.api_key.clone());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = client();
@@ -321,7 +171,7 @@ fn a_local_deployment_tells_the_whole_story() {
 /// clean up); `list` tells, and `destroy` closes the records.
 #[test]
 fn replicas_die_with_a_killed_deployment_and_destroy_closes_its_records() {
-    let mut deployment = Deployment::start();
+    let mut deployment = start();
     deployment.launch_a_replica(&deployment.api_key);
     let status = deployment.status();
     let mut pids: Vec<u64> =
@@ -347,7 +197,7 @@ fn replicas_die_with_a_killed_deployment_and_destroy_closes_its_records() {
 /// death, and traffic comes back to the new one.
 #[test]
 fn a_dead_serverless_endpoint_is_deployed_again() {
-    let deployment = Deployment::start();
+    let deployment = start();
     let target = (deployment.endpoint.clone(), deployment.api_key.clone());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = client();
@@ -420,25 +270,7 @@ fn cost_against_the_billing_record(deployment: &Deployment) -> (Value, u64, u64)
     (cost, spot_secs, serverless_secs)
 }
 
-/// Every request gives up after 30 s: a stuck stream fails the test instead of hanging it.
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
-}
 
-/// A `tandemn` process that must end by itself within `timeout`; killed if it does not.
-fn finishes(mut command: Command, timeout: Duration) -> std::process::Output {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the command still ran after {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
 
 fn pids_of(status: &Value) -> Vec<u64> {
     let mut pids: Vec<u64> =
@@ -451,7 +283,7 @@ fn pids_of(status: &Value) -> Vec<u64> {
 /// that holds it, and changes nothing; `destroy` then stops everything.
 #[test]
 fn a_second_deploy_of_a_running_service_is_refused_and_changes_nothing() {
-    let mut deployment = Deployment::start();
+    let mut deployment = start();
     let target = (deployment.endpoint.clone(), deployment.api_key.clone());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     assert!(runtime.block_on(request(&client(), &target, 2)).ok);
@@ -505,7 +337,7 @@ fn deploy_takes_the_service_lock_before_it_writes_anything() {
     assert!(!home.path().join("state.db").exists(), "nothing was written before the lock");
 
     drop(lock);
-    let deployment = Deployment::start_in(home, &[]);
+    let deployment = start_in(home, &[]);
     assert_eq!(deployment.status()["pid"].as_u64(), Some(u64::from(deployment.child.id())));
 }
 
@@ -527,7 +359,7 @@ async fn status_of(url: String, key: &str, post: bool) -> u16 {
 /// reads the router's health with a per-run token that opens nothing else.
 #[test]
 fn no_key_is_stored_and_status_reads_health_with_its_own_token() {
-    let deployment = Deployment::start();
+    let deployment = start();
     let target = (deployment.endpoint.clone(), deployment.api_key.clone());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     assert!(runtime.block_on(request(&client(), &target, 2)).ok);
@@ -556,7 +388,7 @@ fn no_key_is_stored_and_status_reads_health_with_its_own_token() {
 /// cleanly on SIGTERM.
 #[test]
 fn sighup_leaves_a_deployment_serving() {
-    let mut deployment = Deployment::start_in(tempfile::tempdir().unwrap(), &[("RUST_LOG", "info")]);
+    let mut deployment = start_in(tempfile::tempdir().unwrap(), &[("RUST_LOG", "info")]);
     let target = (deployment.endpoint.clone(), deployment.api_key.clone());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     assert!(runtime.block_on(request(&client(), &target, 2)).ok);
@@ -642,7 +474,7 @@ impl Drop for KillOnDrop {
 /// stopped by `destroy --service-name`, with every process it ran.
 #[test]
 fn destroy_stops_a_running_deployment_whose_record_is_corrupt() {
-    let mut deployment = Deployment::start();
+    let mut deployment = start();
     deployment.launch_a_replica(&deployment.api_key);
     let pids = pids_of(&deployment.status());
     let db = rusqlite::Connection::open(deployment.home.path().join("state.db")).unwrap();
@@ -670,7 +502,7 @@ fn destroy_stops_a_running_deployment_whose_record_is_corrupt() {
 #[test]
 fn children_do_not_inherit_the_router_keys() {
     const KEY: &str = "tdn-env-secret-7f3a";
-    let deployment = Deployment::start_in(tempfile::tempdir().unwrap(), &[("TANDEMN_API_KEY", KEY)]);
+    let deployment = start_in(tempfile::tempdir().unwrap(), &[("TANDEMN_API_KEY", KEY)]);
     deployment.launch_a_replica(KEY);
     let pids = pids_of(&deployment.status());
     assert!(pids.len() >= 2, "a replica and the serverless endpoint");

@@ -9,6 +9,7 @@ pub mod local;
 pub mod process;
 pub mod provider;
 pub mod reconciler;
+pub mod replica_key;
 pub mod service_lock;
 pub mod state_store;
 

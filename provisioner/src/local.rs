@@ -78,7 +78,8 @@ impl Processes {
         let err = log.try_clone().map_err(|e| ProviderError::transient(e.to_string()))?;
         command.stdin(Stdio::null()).stdout(log).stderr(err).process_group(0);
         // The router's keys are tandemn's, not the engine's: children do not inherit them.
-        for secret in ["TANDEMN_API_KEY", "TANDEMN_ADMIN_KEY"] {
+        // Nor the operator's engine key: an inherited one would lock the router out.
+        for secret in ["TANDEMN_API_KEY", "TANDEMN_ADMIN_KEY", "VLLM_API_KEY"] {
             command.env_remove(secret);
         }
         let child = command.spawn().map_err(|e| ProviderError::Invalid(format!("cannot start {name}: {e}")))?;
