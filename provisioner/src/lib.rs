@@ -9,7 +9,9 @@ pub mod local;
 pub mod process;
 pub mod provider;
 pub mod reconciler;
+pub mod rest;
 pub mod service_lock;
+pub mod skypilot;
 pub mod state_store;
 
 pub use service_lock::{LockError, ServiceLock};
