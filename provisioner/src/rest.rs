@@ -37,6 +37,15 @@ impl Redactor {
         }
     }
 
+    /// `text` without ANSI escapes and secrets, its lines and length kept (a log).
+    pub fn scrub(&self, text: &str) -> String {
+        let mut text = strip_ansi(text);
+        for secret in &self.secrets {
+            text = text.replace(secret.expose(), "***");
+        }
+        text
+    }
+
     /// `text` fit to show: no ANSI escapes, one line, secrets replaced by `***`, at most
     /// [`MAX_EXCERPT`] characters.
     pub fn clean(&self, text: &str) -> String {
@@ -164,6 +173,7 @@ mod tests {
             assert_eq!(redactor.clean(raw), shown, "{raw:?}");
         }
         assert_eq!(format!("{redactor:?}"), "Redactor(2 secrets)");
+        assert_eq!(redactor.scrub("\x1b[1mA  B\x1b[0m\nkey replica-key-123"), "A  B\nkey ***");
     }
 
     #[test]

@@ -380,7 +380,8 @@ impl SkyClient {
         parse_get(id, status, rest::retry_after(&headers), &body, &self.redactor)
     }
 
-    /// The request's log as plain text, as far as it is written (no following).
+    /// The request's log as plain text, as far as it is written (no following), without
+    /// colours or secrets.
     pub async fn logs(&self, id: &RequestId, deadline: Duration) -> Result<String, ProviderError> {
         let request = self.http.get(self.url("/api/stream")).query(&[
             ("request_id", id.as_str()),
@@ -391,7 +392,7 @@ impl SkyClient {
         if status != 200 {
             return Err(self.http_error(status, rest::retry_after(&headers), &body));
         }
-        Ok(body.lines().map(|line| self.redactor.clean(line)).collect::<Vec<_>>().join("\n"))
+        Ok(self.redactor.scrub(&body))
     }
 
     /// The clusters (all, or those named), with neither credentials nor the pickled
