@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::fakes::skypilot::{FakeConfig, FakeSkyPilot};
 use crate::loadgen::request::{Api, Target};
 use crate::loadgen::schedule::{Arrival, Profile, Trace};
 use crate::loadgen::{self, Load};
@@ -81,8 +82,9 @@ pub struct MockVllmArgs {
     /// Seed for tokens, jitter and faults [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Require this key on /v1/* (as vLLM's --api-key does) and on /billing
-    #[arg(long, value_name = "KEY")]
+    /// Require this key on /v1/* (as vLLM's --api-key does) and on /billing; like vLLM,
+    /// read from VLLM_API_KEY when the flag is absent, so no key need be on a command line
+    #[arg(long, value_name = "KEY", env = "VLLM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Serverless mode: simulate an endpoint of up to N containers that cold-start,
     /// scale to zero and are billed per second (GET /billing)
@@ -206,6 +208,76 @@ fn exit_with_parent(parent: u32) {
             std::thread::sleep(Duration::from_millis(200));
         }
     });
+}
+
+/// Flags for a foreground fake SkyPilot API server (`tandemn_bench::fakes::skypilot`),
+/// whose clusters are mock-vllm processes.
+#[derive(Debug, Args)]
+pub struct FakeSkypilotArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Port to listen on (the real server's default); 0 lets the OS choose
+    #[arg(long, default_value_t = 46580)]
+    pub port: u16,
+    /// The engine program of every cluster [default: this executable, run as `<it> mock-vllm`]
+    #[arg(long, value_name = "PROGRAM")]
+    pub engine: Option<PathBuf>,
+    /// Time a cluster spends in INIT before its engine starts, e.g. 5s
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub provision_delay: Duration,
+    /// The engine's own boot (mock-vllm --boot-secs), e.g. 2s
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub engine_boot: Duration,
+    /// Require `Authorization: Bearer $SKYPILOT_SERVICE_ACCOUNT_TOKEN` (read from the
+    /// environment, never from a flag) on every route but /api/health
+    #[arg(long)]
+    pub require_token: bool,
+    /// Directory for the engines' logs [default: a tandemn-fake-skypilot folder in the temp dir]
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+}
+
+impl FakeSkypilotArgs {
+    pub fn config(&self) -> Result<FakeConfig, ToolError> {
+        let mut config = FakeConfig {
+            provision_delay: self.provision_delay,
+            engine_boot: self.engine_boot,
+            listen: SocketAddr::new(self.host, self.port),
+            ..FakeConfig::default()
+        };
+        config.engine = match &self.engine {
+            Some(program) => vec![program.into()],
+            None => {
+                let this = std::env::current_exe()
+                    .map_err(|e| ToolError::Failed(format!("cannot find this executable to run as mock-vllm: {e}")))?;
+                vec![this.into(), "mock-vllm".into()]
+            }
+        };
+        if let Some(dir) = &self.log_dir {
+            config.log_dir = dir.clone();
+        }
+        if self.require_token {
+            let token = std::env::var("SKYPILOT_SERVICE_ACCOUNT_TOKEN").ok().filter(|t| !t.is_empty());
+            config.token = Some(token.ok_or_else(|| {
+                ToolError::Usage("--require-token needs SKYPILOT_SERVICE_ACCOUNT_TOKEN in the environment".to_string())
+            })?);
+        }
+        Ok(config)
+    }
+}
+
+/// Serves the fake SkyPilot API server in the foreground until Ctrl-C, then kills
+/// every cluster's engine.
+pub fn fake_skypilot(args: &FakeSkypilotArgs) -> Result<(), ToolError> {
+    let config = args.config()?;
+    runtime(1)?.block_on(async {
+        let log_dir = config.log_dir.clone();
+        let fake = FakeSkyPilot::start(config).await.map_err(|e| ToolError::Failed(e.to_string()))?;
+        say(&format!("fake SkyPilot API server on {} (engine logs in {})", fake.endpoint(), log_dir.display()));
+        tokio::signal::ctrl_c().await.map_err(|e| ToolError::Failed(format!("cannot wait for Ctrl-C: {e}")))?;
+        fake.shutdown().await;
+        Ok(())
+    })
 }
 
 /// Flags for `tandemn bench`.
