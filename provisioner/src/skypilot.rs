@@ -4,8 +4,8 @@
 //!
 //! - `launch` only schedules `/launch` and keeps the request id in the reference, so a
 //!   launch that takes ten minutes never holds the caller; a later `status` reads the
-//!   cluster from `/status` (refresh `AUTO`, which asks AWS about spot clusters) and the
-//!   request's state from `/api/status`.
+//!   cluster from `/status` (an `UP` one with refresh `AUTO`, which asks AWS about spot
+//!   clusters) and the request's state from `/api/status`.
 //! - Preemption: SkyPilot has no `PREEMPTED` cluster status. A terminated spot cluster
 //!   vanishes from `/status` after a refresh, and a stopped one turns `STOPPED`.
 //! - The address comes only from `/endpoints` (host:port, no scheme): `/status` has no IP.
@@ -191,6 +191,11 @@ impl SkyPilotSpot {
         ReplicaRef { id: cluster.clone(), launched_ms: launched_ms.unwrap_or_else(now_ms), data: data.to_value() }
     }
 
+    async fn record(&self, cluster: &ReplicaId, refresh: Refresh) -> Result<Option<ClusterRecord>, ProviderError> {
+        let records = self.client.status(Some(std::slice::from_ref(cluster)), refresh).await?;
+        Ok(records.into_iter().find(|r| r.name == cluster.as_str()))
+    }
+
     /// The launch request's verdict, when it failed: `Failed` with its error message.
     async fn launch_failure(&self, info: &RequestInfo) -> Result<Option<ReplicaStatus>, ProviderError> {
         let at_ms = seconds_ms(info.finished_at).unwrap_or_else(now_ms);
@@ -245,8 +250,13 @@ impl SpotProvider for SkyPilotSpot {
 
     async fn status(&self, replica: &ReplicaRef) -> Result<ReplicaStatus, ProviderError> {
         let data = RefData::of(replica)?;
-        let records = self.client.status(Some(std::slice::from_ref(&data.cluster)), Refresh::Auto).await?;
-        let record = records.into_iter().find(|r| r.name == data.cluster.as_str());
+        // The cached record first: a refresh is scheduled on the server's few long-request
+        // workers, where launches queue too, and only an UP cluster needs the cloud's word
+        // (a launching one is updated by its launch; a missing one stays missing).
+        let mut record = self.record(&data.cluster, Refresh::None).await?;
+        if record.as_ref().is_some_and(|r| r.status == ClusterStatus::Up) {
+            record = self.record(&data.cluster, Refresh::Auto).await?;
+        }
         let launch = match &data.launch_request {
             Some(id) => self.client.request_status(id).await?,
             None => None,
@@ -284,10 +294,12 @@ impl SpotProvider for SkyPilotSpot {
         Ok(now_ms())
     }
 
-    /// The service's clusters, and its launches not yet visible as clusters.
+    /// The service's clusters, and its launches not yet visible as clusters. From SkyPilot's
+    /// cached table (no refresh): it may still hold a cluster the cloud took back, which
+    /// `status` then reports, but never misses one that exists, so no leak hides.
     async fn list(&self, service: &str) -> Result<Vec<Listed>, ProviderError> {
         let mut listed: Vec<Listed> = Vec::new();
-        for record in self.client.status(None, Refresh::Auto).await? {
+        for record in self.client.status(None, Refresh::None).await? {
             let Ok(id) = ReplicaId::parse(&record.name) else { continue };
             if id.of_service(service) {
                 let reference = self.reference(&id, None, record.launched_at.map(|s| s.saturating_mul(1000)));

@@ -169,6 +169,21 @@ fn cloud_event(sandbox: &SkySandbox, command: &str, name: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// The replica's status once it is no longer Running: a refresh within 2 s of the last
+/// one answers from SkyPilot's cache (`CLUSTER_STATUS_CACHE_DURATION_SECONDS`), so a
+/// cloud event shows within a few seconds, not at once. Bounded.
+async fn settle(spot: &SkyPilotSpot, replica: &ReplicaRef) -> ReplicaStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = spot.status(replica).await.unwrap();
+        if !matches!(status, ReplicaStatus::Running { .. }) {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} still {status:?} after 30 s", replica.id);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// One test function runs everything against one server: a start costs 10-40 s here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_skypilot_server_speaks_our_protocol() {
@@ -265,7 +280,7 @@ async fn the_real_skypilot_server_speaks_our_protocol() {
 
     // A spot reclaim (the instance terminated in the cloud): gone at the next refresh.
     cloud_event(&sandbox, "terminate", seeded.as_str());
-    assert_eq!(spot.status(&adopted).await.unwrap(), ReplicaStatus::NotFound);
+    assert_eq!(settle(&spot, &adopted).await, ReplicaStatus::NotFound);
     let error = client.endpoint(&seeded, 8000).await.unwrap_err();
     assert!(matches!(error, ProviderError::NotFound(_)), "{error:?}");
     assert!(spot.terminate(&adopted).await.is_ok());
@@ -278,7 +293,7 @@ async fn the_real_skypilot_server_speaks_our_protocol() {
     let reference = ReplicaRef { id: stopped.clone(), launched_ms: 1, data: serde_json::Value::Null };
     assert!(matches!(spot.status(&reference).await.unwrap(), ReplicaStatus::Running { .. }));
     cloud_event(&sandbox, "stop", stopped.as_str());
-    let status = spot.status(&reference).await.unwrap();
+    let status = settle(&spot, &reference).await;
     assert!(matches!(status, ReplicaStatus::Preempted { at_ms } if at_ms > 1), "{status:?}");
     assert!(spot.terminate(&reference).await.unwrap() > 1);
     assert_eq!(cloud_event(&sandbox, "state", stopped.as_str()), "terminated");

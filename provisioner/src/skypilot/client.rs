@@ -370,12 +370,13 @@ impl SkyClient {
     /// parsed `return_value`), or its error, classified.
     pub async fn get(&self, id: &RequestId, deadline: Duration) -> Result<Value, ProviderError> {
         let request = self.http.get(self.url("/api/get")).query(&[("request_id", id.as_str())]);
-        let (status, headers, body) = self.send(request, deadline).await.map_err(|e| match e {
-            ProviderError::Transient { retry_after, .. } => ProviderError::Transient {
-                message: format!("SkyPilot request {id} did not finish within {}s", deadline.as_secs()),
-                retry_after,
-            },
-            other => other,
+        let (status, headers, body) = self.send_raw(request, deadline).await.map_err(|e| {
+            if e.is_timeout() {
+                // The request goes on on the server; a later call finds it done.
+                ProviderError::transient(format!("SkyPilot request {id} did not finish within {}s", deadline.as_secs()))
+            } else {
+                self.unreachable(&e)
+            }
         })?;
         parse_get(id, status, rest::retry_after(&headers), &body, &self.redactor)
     }
@@ -471,10 +472,18 @@ impl SkyClient {
         request: reqwest::RequestBuilder,
         deadline: Duration,
     ) -> Result<(u16, reqwest::header::HeaderMap, String), ProviderError> {
-        let response = self.authorize(request).timeout(deadline).send().await.map_err(|e| self.unreachable(&e))?;
+        self.send_raw(request, deadline).await.map_err(|e| self.unreachable(&e))
+    }
+
+    async fn send_raw(
+        &self,
+        request: reqwest::RequestBuilder,
+        deadline: Duration,
+    ) -> Result<(u16, reqwest::header::HeaderMap, String), reqwest::Error> {
+        let response = self.authorize(request).timeout(deadline).send().await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.text().await.map_err(|e| self.unreachable(&e))?;
+        let body = response.text().await?;
         Ok((status, headers, body))
     }
 
