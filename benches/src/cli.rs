@@ -544,6 +544,26 @@ mod tests {
         assert_eq!((sim.containers_max, sim.cold_start_secs), (5, 7.0));
     }
 
+    #[derive(Parser)]
+    struct FakeCli {
+        #[command(flatten)]
+        args: FakeSkypilotArgs,
+    }
+
+    #[test]
+    fn fake_skypilot_flags_build_its_config() {
+        let config = FakeCli::try_parse_from(["fake"]).unwrap().args.config().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:46580".parse().unwrap());
+        assert_eq!(config.engine, [std::env::current_exe().unwrap().into_os_string(), "mock-vllm".into()]);
+        assert_eq!((config.provision_delay, config.engine_boot), (Duration::from_secs(5), Duration::from_secs(2)));
+        assert_eq!(config.token, None);
+        let flags =
+            ["fake", "--port", "0", "--engine", "/bin/mock", "--provision-delay", "250ms", "--log-dir", "/tmp/l"];
+        let config = FakeCli::try_parse_from(flags).unwrap().args.config().unwrap();
+        assert_eq!((config.listen.port(), config.engine.len()), (0, 1));
+        assert_eq!((config.provision_delay, config.log_dir), (Duration::from_millis(250), PathBuf::from("/tmp/l")));
+    }
+
     #[test]
     fn durations_parse_with_units() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));

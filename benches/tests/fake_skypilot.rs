@@ -429,6 +429,8 @@ async fn a_configured_token_guards_every_route_but_health() {
         assert_eq!(client.get("/api/get?request_id=x").await.status(), 401);
         assert_eq!(client.get("/fake/clusters").await.status(), 401);
     }
+    let refused = anonymous.post("/launch", json!({})).await;
+    assert_eq!(refused.json::<Value>().await.unwrap(), json!({"detail": "Invalid or expired service account token"}));
     let authorized = Client::new(&fake, Some("sky_test"));
     assert_eq!(authorized.call("/status", json!({"cluster_names": null})).await.unwrap(), json!([]));
 }
@@ -482,4 +484,18 @@ async fn dropping_the_fake_kills_its_engines() {
     let pid = only_record(&fake, "tdm-x1").pid.unwrap();
     drop(fake);
     process_gone(pid).await;
+}
+
+#[tokio::test]
+async fn a_preemption_during_provisioning_fails_the_launch_as_unavailable() {
+    let logs = tempfile::tempdir().unwrap();
+    let fake =
+        FakeSkyPilot::start(FakeConfig { provision_delay: Duration::from_secs(1), ..config(&logs) }).await.unwrap();
+    let client = Client::new(&fake, None);
+    let launch = client.submit("/launch", json!({"task": replica("L4:1"), "cluster_name": "tdm-p3"})).await;
+    client.listed("tdm-p3").await;
+    fake.preempt("tdm-p3").await.unwrap();
+    assert_eq!(failure_type(client.wait(&launch).await), "ResourcesUnavailableError");
+    assert!(client.status("tdm-p3", "AUTO").await.is_empty());
+    assert_eq!(only_record(&fake, "tdm-p3").pid, None, "no engine was ever started");
 }

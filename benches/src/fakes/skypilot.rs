@@ -14,13 +14,19 @@
 //!
 //! What a launch runs: the engine (`FakeConfig::engine`) with `--port 0
 //! --served-model-name <model> --boot-secs <engine_boot> --parent-pid <this process>`
-//! in its own process group, with only the task's `envs` and `secrets` as environment.
-//! The model is the first word after `vllm serve` in `run` (`$VAR` taken from envs and
-//! secrets), else the `MODEL` env; a `--api-key` of `vllm serve` reaches the engine as
-//! `VLLM_API_KEY`, never on its command line. A launch of a name that exists reuses the
-//! cluster (and counts the launch), as `sky launch` does. This module must not be the
-//! only check of the client: the conformance test runs it against the real server.
+//! in its own process group, with only the task's `envs` and `secrets` (and `PATH`) as
+//! its environment. The model is the first word after `vllm serve` in `run` (`$VAR`
+//! taken from envs and secrets), else the `MODEL` env; a `--api-key` of `vllm serve`
+//! reaches the engine as `VLLM_API_KEY`, never on its command line. A launch of a name
+//! that exists reuses the cluster (and counts the launch), as `sky launch` does.
+//!
+//! Where the fake is simpler than the real server: `/status` never returns
+//! `credentials`; `/endpoints` maps only the first opened port (the engine's); a
+//! stopped cluster cannot be launched again (tear it down); the catalog holds only the
+//! GPU instances Tandemn offers on AWS. It is no substitute for the conformance test
+//! against the real server, which checks the shapes this fake copies.
 
+mod cluster;
 mod http;
 mod state;
 mod task;
@@ -29,7 +35,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -209,6 +215,20 @@ impl Drop for FakeSkyPilot {
         self.server.abort();
         self.shared.shut_down();
     }
+}
+
+/// base64 of a pickled `None`: what the real server sends for a handle it has not got.
+const PICKLED_NONE: &str = "gAROLg==";
+/// The one user of the fake server.
+const USER_HASH: &str = "5ca1ab1e";
+const USER_NAME: &str = "tandemn";
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Standard base64 with padding: the real server's opaque `handle` and `object`

@@ -18,9 +18,9 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use super::state::{Refresh, Request, RequestStatus, Shared, USER_HASH, USER_NAME};
+use super::state::{Refresh, Request, RequestStatus, Shared};
 use super::task::TaskSpec;
-use super::{ApiError, FakeError, InstanceStatus, base64};
+use super::{ApiError, FakeError, InstanceStatus, USER_HASH, USER_NAME, base64};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -57,7 +57,7 @@ async fn route(shared: Arc<Shared>, request: HttpRequest<Incoming>) -> Reply {
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
     if path != "/api/health" && !authorized(&shared, &request) {
-        return json_reply(StatusCode::UNAUTHORIZED, &json!({"detail": "Invalid or missing bearer token."}));
+        return json_reply(StatusCode::UNAUTHORIZED, &json!({"detail": "Invalid or expired service account token"}));
     }
     let body = if method == Method::POST { Some(read_json(request).await) } else { None };
     let body = match body.transpose() {
@@ -112,8 +112,9 @@ fn authorized(shared: &Shared, request: &HttpRequest<Incoming>) -> bool {
     let Some(token) = &shared.config.token else {
         return true;
     };
-    let given = request.headers().get("authorization").and_then(|v| v.to_str().ok());
-    given.and_then(|v| v.strip_prefix("Bearer ")) == Some(token.as_str())
+    // The scheme is matched case-insensitively, as the real middleware does.
+    let given = request.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' '));
+    given.is_some_and(|(scheme, value)| scheme.eq_ignore_ascii_case("bearer") && value == token)
 }
 
 fn health() -> Value {
@@ -263,11 +264,13 @@ fn payload(request: &Request, full: bool) -> Value {
         _ => ("null".to_string(), "null".to_string()),
     };
     let body = request.body.to_string();
+    let entrypoint =
+        if full { base64(request.name.as_bytes()) } else { request.name.trim_start_matches("sky.").to_string() };
     let short = matches!(request.name, "sky.status" | "sky.endpoints" | "sky.enabled_clouds" | "sky.api_cancel");
     json!({
         "request_id": request.id,
         "name": request.name,
-        "entrypoint": if full { base64(request.name.as_bytes()) } else { request.name.trim_start_matches("sky.").to_string() },
+        "entrypoint": entrypoint,
         "request_body": if full { base64(body.as_bytes()) } else { body },
         "status": request.status.as_str(),
         "created_at": request.created_at,
