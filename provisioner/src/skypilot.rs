@@ -161,8 +161,8 @@ impl SkyPilotSpot {
     pub async fn dry_run(&self, spec: &ReplicaSpec) -> Result<String, ProviderError> {
         let yaml = task::render(&self.task(spec)?);
         let request = self.client.launch(&spec.id, &yaml, true).await?;
-        self.client.get(&request, client::SHORT_WAIT).await?;
-        self.client.logs(&request, client::CALL_DEADLINE).await
+        self.client.get(&request, self.client.deadlines().wait).await?;
+        self.client.logs(&request, self.client.deadlines().call).await
     }
 
     /// A launch already under way or done for `cluster`: an unfinished launch request
@@ -200,7 +200,7 @@ impl SkyPilotSpot {
     async fn launch_failure(&self, info: &RequestInfo) -> Result<Option<ReplicaStatus>, ProviderError> {
         let at_ms = seconds_ms(info.finished_at).unwrap_or_else(now_ms);
         let reason = match info.status {
-            RequestState::Failed => match self.client.get(&info.request_id, client::CALL_DEADLINE).await {
+            RequestState::Failed => match self.client.get(&info.request_id, self.client.deadlines().call).await {
                 Err(ProviderError::Transient { .. }) | Ok(_) => "the SkyPilot launch request failed".to_string(),
                 Err(e) => format!("SkyPilot launch failed: {e}"),
             },

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use tandemn_bench::fakes::skypilot::{FakeConfig, FakeSkyPilot, InstanceStatus};
 use tandemn_config::api::Secret;
-use tandemn_provisioner::provider::{Placement, ReplicaId, ReplicaRef, ReplicaStatus, SpotProvider};
-use tandemn_provisioner::skypilot::client::SkyClient;
+use tandemn_provisioner::provider::{Placement, ProviderError, ReplicaId, ReplicaRef, ReplicaStatus, SpotProvider};
+use tandemn_provisioner::skypilot::client::{Deadlines, Refresh, SkyClient};
 use tandemn_provisioner::skypilot::{SkyPilotSettings, SkyPilotSpot};
 use tempfile::TempDir;
 
@@ -193,5 +193,46 @@ async fn a_failed_launch_is_failed_with_skypilot_s_reason() {
     assert!(listed.iter().any(|l| l.id == next), "{listed:?}");
     let pending = listed.iter().find(|l| l.id == next).unwrap();
     spot.terminate(&pending.reference).await.unwrap();
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_account_token_is_sent_and_never_shown() {
+    let logs = tempfile::tempdir().unwrap();
+    let token = "sky_service-account-token-for-tests";
+    let config = FakeConfig {
+        engine: vec![mock_vllm().into()],
+        token: Some(token.to_string()),
+        log_dir: logs.path().to_path_buf(),
+        ..FakeConfig::default()
+    };
+    let fake = FakeSkyPilot::start(config).await.unwrap();
+    let good = SkyClient::new(&fake.endpoint(), Some(Secret::new(token))).unwrap();
+    assert_eq!(good.status(None, Refresh::Auto).await.unwrap(), vec![]);
+    let wrong = SkyClient::new(&fake.endpoint(), Some(Secret::new("sky_wrong-token"))).unwrap();
+    let error = wrong.status(None, Refresh::Auto).await.unwrap_err();
+    assert!(matches!(&error, ProviderError::Auth(m) if !m.contains("sky_wrong-token")), "{error:?}");
+    let none = SkyClient::new(&fake.endpoint(), None).unwrap();
+    assert!(matches!(none.enabled_clouds().await, Err(ProviderError::Auth(_))));
+    assert_eq!(good.enabled_clouds().await.unwrap(), vec!["aws".to_string()]);
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_finish_in_time_is_transient() {
+    let (fake, _spot, _logs) = start().await;
+    let client = SkyClient::new(&fake.endpoint(), None)
+        .unwrap()
+        .with_deadlines(Deadlines { call: Duration::from_secs(5), wait: Duration::from_millis(500) });
+    fake.hang(Duration::from_secs(5));
+    let started = Instant::now();
+    let error = client.status(None, Refresh::None).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3), "the deadline held: {:?}", started.elapsed());
+    assert!(
+        matches!(&error, ProviderError::Transient { message, .. } if message.contains("did not finish within")),
+        "{error:?}"
+    );
+    fake.hang(Duration::ZERO);
+    assert_eq!(client.status(None, Refresh::None).await.unwrap(), vec![]);
     fake.shutdown().await;
 }

@@ -24,9 +24,10 @@ use crate::rest::{self, Redactor};
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:46580";
 /// The oldest API version whose routes and shapes this client speaks (SkyPilot 0.14.1).
 pub const MIN_API_VERSION: u32 = 62;
-/// Deadline of a call that answers at once (health, scheduling a request, `/api/status`).
+/// Default deadline of a call that answers at once (health, scheduling a request,
+/// `/api/status`).
 pub const CALL_DEADLINE: Duration = Duration::from_secs(20);
-/// How long to wait for a short request's result (`/status`, `/endpoints`, `/enabled_clouds`).
+/// Default wait for a short request's result (`/status`, `/endpoints`, `/enabled_clouds`).
 pub const SHORT_WAIT: Duration = Duration::from_secs(120);
 
 /// A SkyPilot request id: server-generated, returned in `X-Skypilot-Request-ID`.
@@ -238,6 +239,22 @@ pub struct SkyClient {
     endpoint: String,
     token: Option<Secret>,
     redactor: Redactor,
+    deadlines: Deadlines,
+}
+
+/// How long each kind of call may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// A call the server answers at once.
+    pub call: Duration,
+    /// Waiting for a short request's result (`/status`, `/endpoints`).
+    pub wait: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self { call: CALL_DEADLINE, wait: SHORT_WAIT }
+    }
 }
 
 impl std::fmt::Debug for SkyClient {
@@ -291,7 +308,16 @@ impl SkyClient {
         if let Some(token) = &token {
             redactor.add(token);
         }
-        Ok(Self { http, endpoint: endpoint.to_string(), token, redactor })
+        Ok(Self { http, endpoint: endpoint.to_string(), token, redactor, deadlines: Deadlines::default() })
+    }
+
+    /// The same client with other deadlines (a reconciler that must not wait two minutes).
+    pub fn with_deadlines(self, deadlines: Deadlines) -> Self {
+        Self { deadlines, ..self }
+    }
+
+    pub fn deadlines(&self) -> Deadlines {
+        self.deadlines
     }
 
     /// The server's address, as configured (never holds a secret).
@@ -310,7 +336,7 @@ impl SkyClient {
 
     /// The server's version, refusing one older than [`MIN_API_VERSION`].
     pub async fn health(&self) -> Result<ServerInfo, ProviderError> {
-        let (status, _, body) = self.send(self.http.get(self.url("/api/health")), CALL_DEADLINE).await?;
+        let (status, _, body) = self.send(self.http.get(self.url("/api/health")), self.deadlines.call).await?;
         if status != 200 {
             return Err(self.http_error(status, None, &body));
         }
@@ -322,7 +348,7 @@ impl SkyClient {
     pub async fn enabled_clouds(&self) -> Result<Vec<String>, ProviderError> {
         let request = self.http.get(self.url("/enabled_clouds")).query(&[("expand", "false")]);
         let id = self.schedule(request).await?;
-        let value = self.get(&id, SHORT_WAIT).await?;
+        let value = self.get(&id, self.deadlines.wait).await?;
         let clouds: Vec<String> = serde_json::from_value(value)
             .map_err(|e| self.shape_error(&format!("enabled_clouds result is not a list of names: {e}")))?;
         Ok(clouds.into_iter().map(|c| c.to_ascii_lowercase()).collect())
@@ -344,7 +370,7 @@ impl SkyClient {
     /// (never made, or forgotten after the server's retention).
     pub async fn request_status(&self, id: &RequestId) -> Result<Option<RequestInfo>, ProviderError> {
         let request = self.http.get(self.url("/api/status")).query(&[("request_ids", id.as_str())]);
-        let (status, headers, body) = self.send(request, CALL_DEADLINE).await?;
+        let (status, headers, body) = self.send(request, self.deadlines.call).await?;
         if status != 200 {
             return Err(self.http_error(status, rest::retry_after(&headers), &body));
         }
@@ -359,7 +385,7 @@ impl SkyClient {
         if let Some(cluster) = cluster {
             request = request.query(&[("cluster_name", cluster)]);
         }
-        let (status, headers, body) = self.send(request, CALL_DEADLINE).await?;
+        let (status, headers, body) = self.send(request, self.deadlines.call).await?;
         if status != 200 {
             return Err(self.http_error(status, rest::retry_after(&headers), &body));
         }
@@ -412,7 +438,7 @@ impl SkyClient {
             "include_handle": false,
         });
         let id = self.schedule(self.http.post(self.url("/status")).json(&body)).await?;
-        let value = self.get(&id, SHORT_WAIT).await?;
+        let value = self.get(&id, self.deadlines.wait).await?;
         serde_json::from_value(value).map_err(|e| self.shape_error(&format!("/status result: {e}")))
     }
 
@@ -421,7 +447,7 @@ impl SkyClient {
     pub async fn endpoint(&self, cluster: &ReplicaId, port: u16) -> Result<Option<String>, ProviderError> {
         let body = json!({ "cluster": cluster.as_str(), "port": port });
         let id = self.schedule(self.http.post(self.url("/endpoints")).json(&body)).await?;
-        let value = self.get(&id, SHORT_WAIT).await?;
+        let value = self.get(&id, self.deadlines.wait).await?;
         parse_endpoints(&value, port).map_err(|e| self.shape_error(&e))
     }
 
@@ -441,7 +467,7 @@ impl SkyClient {
     pub async fn validate(&self, task_yaml: &str) -> Result<(), ProviderError> {
         let body = json!({ "dag": task_yaml, "request_options": null });
         let (status, headers, text) =
-            self.send(self.http.post(self.url("/validate")).json(&body), CALL_DEADLINE).await?;
+            self.send(self.http.post(self.url("/validate")).json(&body), self.deadlines.call).await?;
         if status == 200 {
             return Ok(());
         }
@@ -454,7 +480,7 @@ impl SkyClient {
 
     /// Sends a request that schedules work and returns its id.
     async fn schedule(&self, request: reqwest::RequestBuilder) -> Result<RequestId, ProviderError> {
-        let request = self.authorize(request).timeout(CALL_DEADLINE);
+        let request = self.authorize(request).timeout(self.deadlines.call);
         let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status().as_u16();
         let id = response.headers().get("x-skypilot-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
