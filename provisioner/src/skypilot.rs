@@ -128,6 +128,12 @@ impl SkyPilotSpot {
     pub fn task(&self, spec: &ReplicaSpec) -> Result<TaskSpec, ProviderError> {
         let accelerator = task::sky_accelerator(&spec.gpu).map_err(ProviderError::Invalid)?;
         let s = &self.settings;
+        if spec.gpu_count == 0 || s.tp_size > spec.gpu_count {
+            return Err(ProviderError::Invalid(format!(
+                "replica {}: tp_size {} needs {} GPUs, the replica asks for {}",
+                spec.id, s.tp_size, s.tp_size, spec.gpu_count
+            )));
+        }
         Ok(TaskSpec {
             name: spec.id.clone(),
             cloud: s.cloud.clone(),
@@ -135,7 +141,7 @@ impl SkyPilotSpot {
             accelerator: accelerator.to_string(),
             gpu_count: spec.gpu_count,
             model: spec.model.clone(),
-            tp_size: s.tp_size.min(spec.gpu_count.max(1)),
+            tp_size: s.tp_size,
             max_model_len: s.max_model_len,
             engine_port: s.engine_port,
             disk_size_gb: s.disk_size_gb,
@@ -452,6 +458,10 @@ mod tests {
         assert!(!task.to_string().contains("TEST-REPLICA-KEY"));
         spec.gpu = "A4000".into();
         assert!(matches!(spot.task(&spec), Err(ProviderError::Invalid(_))));
+        spec.gpu = "L4".into();
+        spec.gpu_count = 0;
+        let error = spot.task(&spec).unwrap_err();
+        assert!(matches!(&error, ProviderError::Invalid(m) if m.contains("svc-abc-1")), "{error:?}");
     }
 
     #[test]
