@@ -10,7 +10,9 @@ pub mod process;
 pub mod provider;
 pub mod reconciler;
 pub mod replica_key;
+pub mod rest;
 pub mod service_lock;
+pub mod skypilot;
 pub mod state_store;
 
 pub use service_lock::{LockError, ServiceLock};
