@@ -270,8 +270,6 @@ fn cost_against_the_billing_record(deployment: &Deployment) -> (Value, u64, u64)
     (cost, spot_secs, serverless_secs)
 }
 
-
-
 fn pids_of(status: &Value) -> Vec<u64> {
     let mut pids: Vec<u64> =
         status["replicas"].as_array().unwrap().iter().filter_map(|r| r["reference"]["data"]["pid"].as_u64()).collect();

@@ -132,7 +132,9 @@ fn spot_through_skypilot_tells_the_whole_story() {
             })
         })
         .collect();
-    wait_for("load on spot", Duration::from_secs(10), || outcomes.lock().unwrap().iter().filter(|o| o.tier == "spot").count() >= 5);
+    wait_for("load on spot", Duration::from_secs(10), || {
+        outcomes.lock().unwrap().iter().filter(|o| o.tier == "spot").count() >= 5
+    });
     cloud.runtime.block_on(cloud.fake.preempt(&ready)).unwrap();
     wait_for("a replacement, under a new name, to be ready", Duration::from_secs(40), || {
         replica_in(&deployment.status(), "ready").is_some_and(|name| name != ready)
@@ -165,7 +167,11 @@ fn spot_through_skypilot_tells_the_whole_story() {
     assert!(destroyed.status.success(), "{}", String::from_utf8_lossy(&destroyed.stderr));
     assert!(deployment.child.wait().unwrap().success());
     assert!(cloud.listed().is_empty());
-    assert!(cloud.fake.clusters().iter().all(|c| c.status == InstanceStatus::Terminated), "{:?}", cloud.fake.clusters());
+    assert!(
+        cloud.fake.clusters().iter().all(|c| c.status == InstanceStatus::Terminated),
+        "{:?}",
+        cloud.fake.clusters()
+    );
     let status = deployment.status();
     bills_agree(&status, &cloud);
     let cost = deployment.tandemn(&["cost", "--service-name", "story", "--json"]);
@@ -217,7 +223,11 @@ fn a_killed_deploy_resumes_its_clusters_without_a_second_launch_or_a_billing_gap
     let mut deployment = cloud.deploy(std::mem::replace(&mut deployment.home, tempfile::tempdir().unwrap()), 1);
     wait_for("the interrupted termination to finish", Duration::from_secs(30), || {
         let status = deployment.status();
-        status["replicas"].as_array().unwrap().iter().any(|r| r["replica"] == adopted.as_str() && r["phase"] == "terminated")
+        status["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["replica"] == adopted.as_str() && r["phase"] == "terminated")
     });
     wait_for("a new replica to be ready", Duration::from_secs(30), || {
         replica_in(&deployment.status(), "ready").is_some_and(|name| name != adopted)

@@ -1,8 +1,12 @@
 //! `tandemn check`: validates a configuration (every problem at once), then reports
 //! which provider credentials and CLIs this machine has. Secrets are never printed.
 
-use tandemn_config::Catalog;
+use std::time::Duration;
+
+use tandemn_config::{Catalog, SpotCloud};
 use tandemn_provisioner::credentials::{Account, Environment, probe};
+use tandemn_provisioner::skypilot::client::SkyClient;
+use tandemn_provisioner::skypilot::{self, SkyCheck};
 
 use super::UsageError;
 use super::keys::Keys;
@@ -12,6 +16,7 @@ use crate::output::println;
 pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
     let sources = args.sources();
     let mut needed = Vec::new();
+    let mut needs_skypilot = false;
     let mut problems = 0;
     // Keys from flags, files and the environment are checked whatever else is given.
     let flag_keys = match Keys::from_args(&args.keys) {
@@ -32,6 +37,7 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
                     println(&format!("  {line}"));
                 }
                 needed = vec![Account::for_serverless(spec.serverless_provider), Account::for_spot(spec.spots_cloud)];
+                needs_skypilot = spec.spots_cloud != SpotCloud::Local;
             }
             Err(error) => {
                 let count = error.violations.len();
@@ -60,6 +66,17 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
         }
     }
 
+    // The SkyPilot API server the spot tier talks to: reachable, its version, AWS enabled.
+    let sky = skypilot_check();
+    let mark = if sky.as_ref().is_ok_and(|c| c.problem.is_none()) { "ok" } else { "problem" };
+    match &sky {
+        Ok(report) => println(&format!("  [{mark:<7}] {report}")),
+        Err(problem) => println(&format!("  [{mark:<7}] SkyPilot API server: {problem}")),
+    }
+    if needs_skypilot && mark != "ok" {
+        missing.push("a SkyPilot API server with AWS enabled (see the README's SkyPilot section)");
+    }
+
     if problems > 0 {
         return Err(UsageError(format!("the configuration has {problems} problem(s), listed above")).into());
     }
@@ -67,4 +84,14 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
         anyhow::bail!("this deployment needs credentials that are missing: {}", missing.join(", "));
     }
     Ok(())
+}
+
+/// Asks the SkyPilot API server (`SKYPILOT_API_SERVER_ENDPOINT`, default loopback) what
+/// `check` reports, within a few seconds.
+fn skypilot_check() -> Result<SkyCheck, String> {
+    let client = SkyClient::from_env().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(15), skypilot::check(&client)).await })
+        .map_err(|_| format!("{} did not answer within 15 s", client.api_endpoint()))
 }

@@ -59,6 +59,18 @@ pub fn run(args: &ServiceArgs) -> anyhow::Result<()> {
     ]);
     actual.row(vec!["Total".into(), money(cost.total_usd), String::new()]);
     print(&actual.render());
+    if cost.spot.units > 0 && d.spots_cloud != "local" {
+        println(&format!(
+            "Spot priced at the instance the cloud reported for {} of {} replica(s){}\n",
+            cost.spot_priced_by_placement,
+            cost.spot.units,
+            if cost.spot_priced_by_placement < cost.spot.units {
+                format!("; the rest at the catalog's {} spot price", d.gpu)
+            } else {
+                String::new()
+            }
+        ));
+    }
     let versus = |usd: f64| {
         if cost.total_usd > 0.0 && usd > 0.0 { format!("{:.1}x actual", usd / cost.total_usd) } else { "-".into() }
     };

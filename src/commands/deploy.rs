@@ -374,17 +374,37 @@ pub fn summary(spec: &DeploymentSpec, flag_keys: usize) -> String {
         spec.router.listen,
     );
     let local = &spec.local;
-    if spec.spots_cloud == SpotCloud::Local || spec.serverless_provider == ServerlessProvider::Local {
-        text += &format!(
-            "local        spot boots in {:?}, {} preemptions/hour; serverless cold start {:?}; replicas run {}\n",
-            local.spot_boot,
-            local.preemptions_per_hour,
-            local.cold_start,
-            // Only the program: the rest of the template may carry a token.
+    let mut local_parts = Vec::new();
+    if spec.spots_cloud == SpotCloud::Local {
+        local_parts
+            .push(format!("spot boots in {:?}, {} preemptions/hour", local.spot_boot, local.preemptions_per_hour));
+    }
+    if spec.serverless_provider == ServerlessProvider::Local {
+        local_parts.push(format!("serverless cold start {:?}", local.cold_start));
+    }
+    if spec.spots_cloud == SpotCloud::Local {
+        // Only the program: the rest of the template may carry a token.
+        local_parts.push(format!(
+            "replicas run {}",
             local.command.as_deref().and_then(|c| c.split_whitespace().next()).map_or_else(
                 || "the bundled vLLM simulator".to_string(),
                 |program| format!("`{program} …` (local.command)")
             )
+        ));
+    }
+    if !local_parts.is_empty() {
+        text += &format!("local        {}\n", local_parts.join("; "));
+    }
+    if spec.spots_cloud != SpotCloud::Local {
+        let server = std::env::var("SKYPILOT_API_SERVER_ENDPOINT")
+            .ok()
+            .filter(|e| !e.trim().is_empty())
+            .unwrap_or_else(|| tandemn_provisioner::skypilot::client::DEFAULT_ENDPOINT.to_string());
+        text += &format!(
+            "skypilot     one spot cluster per replica through the API server at {server}; vLLM {} on port {}, \
+             behind a key only the router holds\n",
+            tandemn_provisioner::skypilot::task::VLLM_VERSION,
+            tandemn_provisioner::skypilot::task::DEFAULT_ENGINE_PORT,
         );
     }
     text

@@ -10,7 +10,7 @@ use tandemn_config::{Catalog, Sources, SpotCloud};
 use tandemn_provisioner::process::is_running;
 use tandemn_provisioner::provider::{ProviderError, ReplicaRef};
 use tandemn_provisioner::state_store::{ContainerRow, Phase};
-use tandemn_provisioner::{DeploymentStatus, StateStore, StoreError};
+use tandemn_provisioner::{DeploymentStatus, StateStore, StoreError, replica_key};
 
 use super::UsageError;
 use super::deployment::{View, alive, billed_until};
@@ -100,6 +100,10 @@ fn destroy(store: &StateStore, name: &str) -> anyhow::Result<()> {
     }
     // Also mends an unreadable status: the row now says what is true.
     store.set_status(name, DeploymentStatus::Destroyed)?;
+    // The replicas' key goes with the last of them.
+    if store.replicas(name)?.iter().all(|r| r.phase.is_final()) {
+        replica_key::remove(&StateStore::default_dir()?, name)?;
+    }
     if readable {
         let cost = View::load(store, name)?.cost();
         println(&format!("{name}: destroyed; spent ${:.4} (`tandemn cost --service-name {name}`)", cost.total_usd));

@@ -4,12 +4,16 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
 use tandemn_config::api::BackendAuth;
-use tandemn_config::{DeploymentSpec, ServerlessProvider as ServerlessChoice, SpotCloud};
-use tandemn_provisioner::StateStore;
+use tandemn_config::{Choice, DeploymentSpec, ServerlessProvider as ServerlessChoice, SpotCloud};
+
 use tandemn_provisioner::local::{LocalServerless, LocalSpot};
-use tandemn_provisioner::provider::{ServerlessProvider, SpotProvider};
+use tandemn_provisioner::provider::{ProviderError, ServerlessProvider, SpotProvider};
 use tandemn_provisioner::reconciler::Timing;
+use tandemn_provisioner::skypilot::client::SkyClient;
+use tandemn_provisioner::skypilot::{DOWN_DEADLINE, SUPPORTED_CLOUDS, SkyPilotSettings, SkyPilotSpot, task};
+use tandemn_provisioner::{StateStore, replica_key};
 
 use super::UsageError;
 
@@ -30,10 +34,12 @@ pub fn supported(spec: &DeploymentSpec) -> Result<(), UsageError> {
             spec.serverless_provider
         )));
     }
-    if spec.spots_cloud != SpotCloud::Local {
+    let cloud = spec.spots_cloud.as_str();
+    if spec.spots_cloud != SpotCloud::Local && !SUPPORTED_CLOUDS.contains(&cloud) {
         return Err(UsageError(format!(
-            "spot cloud `{}` is not in this build yet; use `--spots-cloud local`",
-            spec.spots_cloud
+            "spot cloud `{cloud}` is not supported yet: the SkyPilot provider launches on {} (the catalog \
+             prices spot GPUs there), or use `--spots-cloud local`",
+            SUPPORTED_CLOUDS.join(", ")
         )));
     }
     Ok(())
@@ -41,9 +47,40 @@ pub fn supported(spec: &DeploymentSpec) -> Result<(), UsageError> {
 
 pub fn for_deployment(spec: &DeploymentSpec) -> anyhow::Result<Providers> {
     supported(spec)?;
-    let dir = StateStore::default_dir()?.join("local").join(&spec.service_name);
+    let home = StateStore::default_dir()?;
+    let dir = home.join("local").join(&spec.service_name);
     let exe = std::env::current_exe()?;
-    let spot: Arc<dyn SpotProvider> = Arc::new(LocalSpot::new(spec.local.clone(), &dir, &exe)?);
     let serverless: Arc<dyn ServerlessProvider> = Arc::new(LocalServerless::new(spec.local.clone(), &dir, &exe)?);
-    Ok(Providers { spot, serverless, timing: Timing::default(), replica_auth: BackendAuth::None })
+    if spec.spots_cloud == SpotCloud::Local {
+        let spot: Arc<dyn SpotProvider> = Arc::new(LocalSpot::new(spec.local.clone(), &dir, &exe)?);
+        return Ok(Providers { spot, serverless, timing: Timing::default(), replica_auth: BackendAuth::None });
+    }
+    let replica_key = replica_key::load_or_create(&home, &spec.service_name)?;
+    let settings = SkyPilotSettings {
+        cloud: spec.spots_cloud.as_str().to_string(),
+        region: spec.region.clone(),
+        gpu: spec.gpu.clone(),
+        gpu_count: spec.gpu_count,
+        model: spec.model.clone(),
+        tp_size: spec.tp_size,
+        max_model_len: spec.max_model_len,
+        engine_port: task::DEFAULT_ENGINE_PORT,
+        disk_size_gb: task::DEFAULT_DISK_GB,
+        image: None,
+        replica_key: replica_key.clone(),
+    };
+    let spot = SkyPilotSpot::new(SkyClient::from_env().map_err(usage)?, settings).map_err(usage)?;
+    let timing = Timing {
+        // `/status` with refresh asks the cloud; SkyPilot caches a spot cluster's state 2 s.
+        status_interval: Duration::from_secs(2),
+        // The client bounds each call itself (a teardown may take minutes); this is the
+        // loop's outer guard.
+        call_timeout: DOWN_DEADLINE + Duration::from_secs(60),
+        ..Timing::default()
+    };
+    Ok(Providers { spot: Arc::new(spot), serverless, timing, replica_auth: BackendAuth::Bearer { token: replica_key } })
+}
+
+fn usage(error: ProviderError) -> UsageError {
+    UsageError(error.to_string())
 }

@@ -31,6 +31,11 @@ impl Reconciler {
         let gone_at = run.updated_at_ms;
         let now = self.clock.now_ms();
         let rows = self.store.replicas(&service).unwrap_or_default();
+        let events = self.store.events(&service).unwrap_or_default();
+        // When the previous process last saw a replica (its last event, or its last tick).
+        let last_seen = |replica: &str| {
+            events.iter().filter(|e| e.replica == replica).map(|e| e.at_ms).max().unwrap_or(0).max(gone_at)
+        };
         self.next_replica =
             rows.iter().filter_map(|r| r.replica.rsplit('-').next()?.parse::<u32>().ok()).max().unwrap_or(0) + 1;
         let listed = match within(self.timing.call_timeout, "spot list", self.spot.list(&service)).await {
@@ -48,11 +53,17 @@ impl Reconciler {
                 (Some(Some(_)), Some(reference)) | (None, Some(reference)) => reference,
                 (Some(Some(listed)), None) => listed.reference.clone(),
                 (Some(None), recorded) | (None, recorded @ None) => {
-                    // Gone while no process watched it. One whose launch never returned
-                    // was never created; the others billed until the last heartbeat.
-                    let ended = if recorded.is_some() { gone_at.max(row.launched_at_ms) } else { row.launched_at_ms };
-                    let detail = "gone while tandemn was not running";
-                    if let Err(error) = self.store.replica_phase(&service, row, Phase::Failed, ended, Some(detail)) {
+                    // Gone while no process watched it. One whose launch never returned was
+                    // never created; one being terminated finished; the others vanished.
+                    // Each billed until the previous process last saw it.
+                    let (phase, ended, detail) = match (recorded, row.phase) {
+                        (None, _) => (Phase::Failed, row.launched_at_ms, "its launch never started"),
+                        (Some(_), Phase::Terminating | Phase::Draining) => {
+                            (Phase::Terminated, last_seen(&row.replica), "its termination finished meanwhile")
+                        }
+                        (Some(_), _) => (Phase::Failed, last_seen(&row.replica), "gone while tandemn was not running"),
+                    };
+                    if let Err(error) = self.store.replica_phase(&service, row, phase, ended, Some(detail)) {
                         tracing::warn!(%error, "cannot record a replica event");
                     }
                     continue;
