@@ -6,44 +6,13 @@
 //! instances have non-loopback addresses SkyPilot would SSH to); the launch-to-preempt
 //! story is tested against the loopback fake instead.
 //!
-//! Without the sandbox's venv (`scripts/setup` makes it) each test says so and passes.
+//! Without the sandbox's venv (`scripts/setup` makes it) the test says so and passes,
+//! unless `TANDEMN_REQUIRE_SKYPILOT` is set (CI), when it fails.
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test by panicking")]
 
-// TEMPORARY stand-in for the sandbox harness (replaced when branch `sandbox` lands).
-mod sky_sandbox {
-    use std::path::{Path, PathBuf};
-    pub struct SkySandbox {
-        endpoint: String,
-        aws_endpoint: String,
-        dir: PathBuf,
-    }
-    impl SkySandbox {
-        pub fn start() -> Option<SkySandbox> {
-            let Ok(dir) = std::env::var("SKY_SANDBOX_DIR") else {
-                eprintln!("skipped: SKY_SANDBOX_DIR names no running `scripts/skypilot-sandbox start DIR`");
-                return None;
-            };
-            let env = std::fs::read_to_string(format!("{dir}/env")).ok()?;
-            let value =
-                |key: &str| env.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(str::to_string);
-            Some(SkySandbox {
-                endpoint: value("SKYPILOT_API_SERVER_ENDPOINT")?,
-                aws_endpoint: value("AWS_ENDPOINT_URL")?,
-                dir: PathBuf::from(dir),
-            })
-        }
-        pub fn endpoint(&self) -> &str {
-            &self.endpoint
-        }
-        pub fn aws_endpoint(&self) -> &str {
-            &self.aws_endpoint
-        }
-        pub fn dir(&self) -> &Path {
-            &self.dir
-        }
-    }
-}
+#[path = "support/sky_sandbox.rs"]
+mod sky_sandbox;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

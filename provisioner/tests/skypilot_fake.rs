@@ -4,8 +4,9 @@
 //! `/endpoints` gives (and the engine takes only the replica key), a second launch of the
 //! same id launches nothing, preemption (terminated or stopped) seen through a refreshing
 //! `/status`, a failed launch, adoption of a reference that carries no data, `list`, and
-//! terminate leaving no cluster. What only the fake shows is marked in the README's note;
-//! the protocol itself is checked against the real server in `skypilot_conformance`.
+//! terminate leaving no cluster, the service-account token, and deadlines. The protocol
+//! itself, and the status story on a seeded cluster, are checked against the real server
+//! in `skypilot_conformance`; a real boot (setup, vLLM) only ever runs here, on the fake.
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test by panicking")]
 

@@ -457,7 +457,9 @@ impl SkyClient {
         let body = json!({ "cluster_name": cluster.as_str(), "purge": false });
         let id = self.schedule(self.http.post(self.url("/down")).json(&body)).await?;
         match self.get(&id, deadline).await {
-            Ok(_) | Err(ProviderError::NotFound(_)) => Ok(()),
+            // Only SkyPilot's own "no such cluster": a down request the server lost is not done.
+            Err(ProviderError::NotFound(m)) if m.starts_with("ClusterDoesNotExist") => Ok(()),
+            Ok(_) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -775,7 +777,7 @@ mod tests {
             (
                 "ClusterDoesNotExist",
                 "Cluster 'tandemn-r1' does not exist.",
-                |e| matches!(e, ProviderError::NotFound(m) if m.contains("tandemn-r1")),
+                |e| matches!(e, ProviderError::NotFound(m) if m.starts_with("ClusterDoesNotExist: ") && m.contains("tandemn-r1")),
             ),
             ("ClusterNotUpError", "Cluster 'tandemn-r1' not found.", |e| matches!(e, ProviderError::NotFound(_))),
             (
