@@ -163,7 +163,11 @@ fn check_reports_credentials_without_echoing_secrets() {
         .stderr(contains("needs credentials that are missing: skypilot"));
     let out = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
     assert!(out.contains("[ok     ] runpod    RUNPOD_API_KEY is set (needed by this deployment)"), "{out}");
-    assert!(out.contains("[missing] skypilot") && out.contains("fix: install SkyPilot"), "{out}");
+    assert!(
+        out.contains("[missing] skypilot")
+            && out.contains("fix: install SkyPilot (`pip install \"skypilot[aws]\"`) and run `sky api start`"),
+        "{out}"
+    );
     assert!(!out.contains("VERY-SECRET"), "the key leaked: {out}");
 
     sandbox.tandemn(&["check", "--config", "examples/local.yaml"]).assert().success();

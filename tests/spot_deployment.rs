@@ -101,6 +101,32 @@ fn bills_agree(status: &Value, cloud: &Cloud) {
 }
 
 #[test]
+fn check_reports_the_skypilot_api_server_without_its_token() {
+    let cloud = Cloud::start();
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join("story.yaml");
+    std::fs::write(&path, config(1)).unwrap();
+    let check = |endpoint: &str| {
+        tandemn(home.path())
+            .args(["check", "--config", path.to_str().unwrap()])
+            .env("SKYPILOT_API_SERVER_ENDPOINT", endpoint)
+            .env("SKYPILOT_SERVICE_ACCOUNT_TOKEN", "sky-VERY-SECRET-token")
+            .output()
+            .unwrap()
+    };
+    let up = check(&cloud.fake.endpoint());
+    let out = String::from_utf8_lossy(&up.stdout);
+    assert!(up.status.success(), "{out}{}", String::from_utf8_lossy(&up.stderr));
+    assert!(out.contains("reachable, version 0.14.1 (API 62), AWS enabled"), "{out}");
+    // Nothing listens on port 9: the deployment cannot run, and `check` says why.
+    let down = check("http://127.0.0.1:9");
+    let out = String::from_utf8_lossy(&down.stdout).to_string() + &String::from_utf8_lossy(&down.stderr);
+    assert_eq!(down.status.code(), Some(1), "{out}");
+    assert!(out.contains("not reachable") && out.contains("sky api start"), "{out}");
+    assert!(!out.contains("VERY-SECRET"), "the token leaked: {out}");
+}
+
+#[test]
 fn spot_through_skypilot_tells_the_whole_story() {
     let cloud = Cloud::start();
     let mut deployment = cloud.deploy(tempfile::tempdir().unwrap(), 0);

@@ -144,7 +144,13 @@ pub fn probe(account: Account, env: &Environment) -> CredentialStatus {
             let endpoint =
                 env.var("SKYPILOT_API_SERVER_ENDPOINT").map(|_| "SKYPILOT_API_SERVER_ENDPOINT is set".to_string());
             let sky = endpoint.or_else(|| env.command("sky").map(|p| format!("`sky` CLI at {}", p.display())));
-            note_found(&sky, "install SkyPilot (`pip install skypilot`) and run `sky check`", &mut found, &mut missing);
+            note_found(
+                &sky,
+                "install SkyPilot (`pip install \"skypilot[aws]\"`) and run `sky api start`, or set \
+                 SKYPILOT_API_SERVER_ENDPOINT to your team's API server",
+                &mut found,
+                &mut missing,
+            );
             sky.is_some()
         }
         Account::Local => {

@@ -445,7 +445,9 @@ impl Reconciler {
         let interval = ms(self.timing.status_interval);
         let deadline = self.timing.call_timeout;
         for replica in &mut self.replicas {
-            let due = now.saturating_sub(replica.polled_ms) >= interval;
+            // One the router's probes see failing is asked about at once: a preemption
+            // shows there first.
+            let due = now.saturating_sub(replica.polled_ms) >= interval || replica.unready_since_ms.is_some();
             if replica.busy || replica.phase == Phase::Terminating || !due {
                 continue;
             }

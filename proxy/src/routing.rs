@@ -161,6 +161,24 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_is_known_by_its_publisher_id_or_by_its_parsed_url() {
+        let state = RoutingState::default();
+        let named =
+            BackendSpec { id: Some(BackendId::new("spot/svc-abc-1")), ..spec(Tier::Spot, "https://x.example", 4) };
+        state.publish(&[named.clone(), spec(Tier::Serverless, "https://y.example", 4)]).unwrap();
+        let table = state.snapshot();
+        assert_eq!(table.spot[0].id, "spot/svc-abc-1", "what load reports carry, whatever the URL's spelling");
+        assert_eq!(table.serverless[0].id, "serverless/y.example:443");
+        // Two spellings of one URL are one backend.
+        let twice = [spec(Tier::Spot, "https://x.example", 4), spec(Tier::Spot, "https://x.example:443", 4)];
+        assert!(state.publish(&twice).unwrap_err().contains("listed twice"));
+        for bad in ["", "spot/a b", "spot/\u{1b}[1m", &"a".repeat(129)] {
+            let spec = BackendSpec { id: Some(BackendId::new(bad)), ..named.clone() };
+            assert!(state.publish(&[spec]).unwrap_err().contains("backend id"), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn unchanged_backends_keep_their_counters_across_swaps() {
         let state = RoutingState::default();
         state

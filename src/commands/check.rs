@@ -52,9 +52,18 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
 
     println("\nProvider setup:");
     let env = Environment::current();
+    // The SkyPilot API server the spot tier talks to: reachable, its version, AWS enabled.
+    // One that answers, with AWS, is all the spot tier needs (no local `sky`).
+    let sky = skypilot_check();
+    let sky_ready = sky.as_ref().is_ok_and(|c| c.problem.is_none());
     let mut missing = Vec::new();
     for account in Account::ALL {
-        let status = probe(account, &env);
+        let mut status = probe(account, &env);
+        if account == Account::Skypilot && sky_ready {
+            status.ready = true;
+            status.found = vec!["the API server answers (below)".to_string()];
+            status.missing.clear();
+        }
         let mark = if status.ready { "ok" } else { "missing" };
         let needed_note = if needed.contains(&account) { " (needed by this deployment)" } else { "" };
         println(&format!("  [{mark:<7}] {:<9} {}{needed_note}", account.name(), status.found.join("; ")));
@@ -66,14 +75,12 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
         }
     }
 
-    // The SkyPilot API server the spot tier talks to: reachable, its version, AWS enabled.
-    let sky = skypilot_check();
-    let mark = if sky.as_ref().is_ok_and(|c| c.problem.is_none()) { "ok" } else { "problem" };
+    let mark = if sky_ready { "ok" } else { "problem" };
     match &sky {
         Ok(report) => println(&format!("  [{mark:<7}] {report}")),
         Err(problem) => println(&format!("  [{mark:<7}] SkyPilot API server: {problem}")),
     }
-    if needs_skypilot && mark != "ok" {
+    if needs_skypilot && !sky_ready {
         missing.push("a SkyPilot API server with AWS enabled (see the README's SkyPilot section)");
     }
 
