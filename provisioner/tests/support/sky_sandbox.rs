@@ -76,6 +76,7 @@ impl SkySandbox {
         }
 
         let start_log = dir.path().join("start.log");
+        let started = Instant::now();
         let status = run_bounded(
             Command::new(&script)
                 .arg("start")
@@ -101,6 +102,8 @@ impl SkySandbox {
             stop(&script, dir.path());
             panic!("the sandbox's env file lacks its endpoints:\n{env_text}");
         };
+        // The script's last line names the phases' times; cargo shows it for a failing test.
+        eprintln!("SkyPilot sandbox up in {:.1?}: {}", started.elapsed(), tail(&read_lossy(&start_log), 1));
         Some(SkySandbox { endpoint, aws_endpoint, script, dir })
     }
 
