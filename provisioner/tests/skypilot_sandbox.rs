@@ -86,7 +86,7 @@ fn request_error(payload: &Value) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("detail.error {text:?}: {e}"))
 }
 
-// One test and one sandbox: a start costs 10-25 s and a few hundred MB on a 2-core machine.
+// One test and one sandbox: a start costs 20-40 s and about 2 GB on a 2-core machine.
 #[test]
 fn the_real_skypilot_server_validates_and_dry_runs_an_l4_spot_replica() {
     let Some(sandbox) = SkySandbox::start() else {

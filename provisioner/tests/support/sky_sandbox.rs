@@ -5,8 +5,9 @@
 //! addresses that SkyPilot would SSH to.
 //!
 //! Use it from an integration test with
-//! `#[path = "support/sky_sandbox.rs"] mod sky_sandbox;`. One sandbox costs 10-25 s to start and
-//! a few hundred MB of memory, so a test binary should start one and share it across its checks.
+//! `#[path = "support/sky_sandbox.rs"] mod sky_sandbox;`. One sandbox costs 20-40 s to start on a
+//! busy 2-core machine and about 2 GB of resident memory (the server and its executor processes,
+//! moto), so a test binary should start one and share it across its checks.
 
 // Each test binary that includes this file uses a different part of it.
 #![allow(dead_code)]
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 /// instead of skipping it.
 pub const REQUIRE_ENV: &str = "TANDEMN_REQUIRE_SKYPILOT";
 
-/// The script's own waits add up to about 5.5 minutes (moto 30 s, server 120 s, `sky check`
+/// The script's own waits add up to about 5.5 minutes (moto 30 s, server 120 s, enabling AWS
 /// 180 s); this is the outer bound in case the script itself hangs.
 const START_TIMEOUT: Duration = Duration::from_secs(400);
 /// `sky api stop` (60 s at most) plus SIGTERM/SIGKILL of two process groups (20 s each).
@@ -76,6 +77,7 @@ impl SkySandbox {
         }
 
         let start_log = dir.path().join("start.log");
+        let started = Instant::now();
         let status = run_bounded(
             Command::new(&script)
                 .arg("start")
@@ -101,6 +103,8 @@ impl SkySandbox {
             stop(&script, dir.path());
             panic!("the sandbox's env file lacks its endpoints:\n{env_text}");
         };
+        // The script's last line names the phases' times; cargo shows it for a failing test.
+        eprintln!("SkyPilot sandbox up in {:.1?}: {}", started.elapsed(), tail(&read_lossy(&start_log), 1));
         Some(SkySandbox { endpoint, aws_endpoint, script, dir })
     }
 
