@@ -167,8 +167,10 @@ struct Replica {
     phase: Phase,
     since_ms: u64,
     unready_since_ms: Option<u64>,
-    /// A provider call on it is under way.
+    /// A launch or terminate is under way: nothing else is started on it.
     busy: bool,
+    /// A status call is under way (it decides nothing: the plan may still act).
+    polling: bool,
     polled_ms: u64,
     retry_at_ms: u64,
     /// How it is recorded once its termination is confirmed.
@@ -448,10 +450,10 @@ impl Reconciler {
             // One the router's probes see failing is asked about at once: a preemption
             // shows there first.
             let due = now.saturating_sub(replica.polled_ms) >= interval || replica.unready_since_ms.is_some();
-            if replica.busy || replica.phase == Phase::Terminating || !due {
+            if replica.busy || replica.polling || replica.phase == Phase::Terminating || !due {
                 continue;
             }
-            replica.busy = true;
+            replica.polling = true;
             replica.polled_ms = now;
             let (spot, readiness, reference) = (self.spot.clone(), self.readiness.clone(), replica.reference.clone());
             let probe = replica.phase != Phase::Ready;
@@ -506,7 +508,11 @@ impl Reconciler {
             }
             Done::Status(id, result, ready) => {
                 let Some(index) = self.index_of(&id) else { return };
-                self.replicas[index].busy = false;
+                self.replicas[index].polling = false;
+                if self.replicas[index].busy || self.replicas[index].phase == Phase::Terminating {
+                    // Asked before its termination started: the answer is stale.
+                    return;
+                }
                 match result {
                     Ok(status) => self.observed_status(index, status, ready, now),
                     Err(error) => self.failed("replica status", &error),
@@ -702,6 +708,7 @@ impl Reconciler {
             since_ms: now,
             unready_since_ms: None,
             busy: true,
+            polling: false,
             polled_ms: now,
             retry_at_ms: 0,
             ending: Ending::Terminated,

@@ -100,6 +100,7 @@ impl Reconciler {
             since_ms: now,
             unready_since_ms: None,
             busy: false,
+            polling: false,
             polled_ms: 0,
             retry_at_ms: 0,
             ending: Ending::Terminated,

@@ -46,7 +46,7 @@ impl SpotProvider for ScriptedSpot {
             s.launches.push(spec.id.to_string());
             s.status.insert(spec.id.to_string(), ReplicaStatus::Pending);
         });
-        Ok(ReplicaRef { id: spec.id.clone(), launched_ms: 0, data: serde_json::json!({"cluster": spec.id}) })
+        Ok(ReplicaRef { id: spec.id.clone(), launched_ms: START_MS, data: serde_json::json!({"cluster": spec.id}) })
     }
 
     async fn status(&self, replica: &ReplicaRef) -> Result<ReplicaStatus, ProviderError> {
