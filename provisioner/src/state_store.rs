@@ -636,6 +636,13 @@ mod tests {
         }
         connection.execute("DELETE FROM runs WHERE service_name LIKE 'old-%'", []).unwrap();
         insert("svc", "tdn-CLIENT-SECRET", "tdn-admin-ADMIN-SECRET");
+        connection
+            .execute(
+                "INSERT INTO replicas (service_name, replica, url, pid, pid_started, phase, launched_at_ms)
+                 VALUES ('svc', 'spot-1', 'http://127.0.0.1:9', 7, 1, 'ready', 1000)",
+                [],
+            )
+            .unwrap();
     }
 
     /// Every byte SQLite keeps for the store: the file, its WAL and its shared memory.
@@ -662,6 +669,10 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len());
         let run = store.run("svc").unwrap().unwrap();
         assert_eq!((run.pid, run.health_token), (42, None), "the run survives, without a token");
+        // A replica of the pid era keeps its record; it has no provider reference.
+        let replicas = store.replicas("svc").unwrap();
+        assert_eq!(replicas.len(), 1);
+        assert_eq!((replicas[0].url.as_deref(), &replicas[0].reference), (Some("http://127.0.0.1:9"), &None));
         let columns: Vec<String> = store
             .connection
             .prepare("SELECT name FROM pragma_table_info('runs')")
