@@ -60,6 +60,8 @@ pub struct SkyPilotSettings {
 pub struct SkyPilotSpot {
     client: SkyClient,
     settings: SkyPilotSettings,
+    /// Launch requests seen to succeed: not asked about again.
+    launched: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<RequestId>>>,
 }
 
 /// What the provider keeps in [`ReplicaRef::data`].
@@ -116,7 +118,7 @@ impl SkyPilotSpot {
             ));
         }
         client.hide(&settings.replica_key);
-        Ok(Self { client, settings: SkyPilotSettings { cloud, ..settings } })
+        Ok(Self { client, settings: SkyPilotSettings { cloud, ..settings }, launched: Default::default() })
     }
 
     pub fn client(&self) -> &SkyClient {
@@ -216,6 +218,10 @@ impl SkyPilotSpot {
         Ok(Some(ReplicaStatus::Failed { at_ms, reason }))
     }
 
+    fn succeeded(&self, request: &RequestId) -> bool {
+        self.launched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(request)
+    }
+
     async fn running(&self, record: &ClusterRecord, cluster: &ReplicaId) -> Result<ReplicaStatus, ProviderError> {
         match self.client.endpoint(cluster, self.settings.engine_port).await {
             Ok(Some(url)) => Ok(ReplicaStatus::Running { url, placement: placement(record) }),
@@ -263,10 +269,17 @@ impl SpotProvider for SkyPilotSpot {
         if record.as_ref().is_some_and(|r| r.status == ClusterStatus::Up) {
             record = self.record(&data.cluster, Refresh::Auto).await?;
         }
+        // A launch request that succeeded is not asked about again (one that fails, even
+        // after its cluster is UP, as a failed setup does, is seen at once).
         let launch = match &data.launch_request {
-            Some(id) => self.client.request_status(id).await?,
-            None => None,
+            Some(id) if !self.succeeded(id) => self.client.request_status(id).await?,
+            _ => None,
         };
+        if let Some(info) = &launch
+            && info.status == RequestState::Succeeded
+        {
+            self.launched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(info.request_id.clone());
+        }
         if let Some(info) = &launch
             && let Some(failed) = self.launch_failure(info).await?
         {
@@ -289,6 +302,9 @@ impl SpotProvider for SkyPilotSpot {
                 Some(state) if !state.is_finished() => ReplicaStatus::Pending,
                 // It came up, and the cloud has since taken it away.
                 Some(RequestState::Succeeded) => ReplicaStatus::Preempted { at_ms: now_ms() },
+                None if data.launch_request.as_ref().is_some_and(|id| self.succeeded(id)) => {
+                    ReplicaStatus::Preempted { at_ms: now_ms() }
+                }
                 _ => ReplicaStatus::NotFound,
             },
         })
