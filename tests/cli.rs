@@ -655,3 +655,16 @@ fn check_reports_an_empty_key_without_a_config() {
         .code(2)
         .stdout(contains("Keys: TANDEMN_API_KEY is set but empty"));
 }
+
+#[test]
+fn a_spot_dry_run_shows_the_skypilot_task_without_its_key_and_makes_none() {
+    let sandbox = Sandbox::new();
+    sandbox.tandemn(&["deploy", "--dry-run", "--config", "examples/aws-spot.yaml"]).assert().success().stdout(
+        contains("use_spot: true")
+            .and(contains("accelerators: L4:1"))
+            .and(contains("VLLM_API_KEY: '***'"))
+            .and(contains("run: vllm serve Qwen/Qwen3-0.6B")),
+    );
+    assert!(!sandbox.state().join("keys").exists(), "a dry run makes no key");
+    assert!(!sandbox.state().join("state.db").exists(), "nor any record");
+}

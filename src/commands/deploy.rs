@@ -30,6 +30,11 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
     let keys = Keys::from_args(&args.keys)?;
     print(&summary(&spec, keys.client.len()));
     if args.dry_run {
+        if let Some(task) = super::providers::task_preview(&spec)? {
+            print(&format!(
+                "\nEach spot replica is a SkyPilot cluster launched with this task (the key hidden):\n{task}"
+            ));
+        }
         return Ok(());
     }
     super::providers::supported(&spec)?;

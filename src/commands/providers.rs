@@ -8,8 +8,10 @@ use std::time::Duration;
 use tandemn_config::api::BackendAuth;
 use tandemn_config::{Choice, DeploymentSpec, ServerlessProvider as ServerlessChoice, SpotCloud};
 
+use tandemn_config::api::Secret;
+use tandemn_provisioner::local::now_ms;
 use tandemn_provisioner::local::{LocalServerless, LocalSpot};
-use tandemn_provisioner::provider::{ProviderError, ServerlessProvider, SpotProvider};
+use tandemn_provisioner::provider::{ProviderError, ReplicaId, ServerlessProvider, SpotProvider};
 use tandemn_provisioner::reconciler::Timing;
 use tandemn_provisioner::skypilot::client::SkyClient;
 use tandemn_provisioner::skypilot::{DOWN_DEADLINE, SUPPORTED_CLOUDS, SkyPilotSettings, SkyPilotSpot, task};
@@ -45,6 +47,36 @@ pub fn supported(spec: &DeploymentSpec) -> Result<(), UsageError> {
     Ok(())
 }
 
+/// The settings every SkyPilot replica of `spec` is launched with.
+fn skypilot_settings(spec: &DeploymentSpec, replica_key: Secret) -> SkyPilotSettings {
+    SkyPilotSettings {
+        cloud: spec.spots_cloud.as_str().to_string(),
+        region: spec.region.clone(),
+        gpu: spec.gpu.clone(),
+        gpu_count: spec.gpu_count,
+        model: spec.model.clone(),
+        tp_size: spec.tp_size,
+        max_model_len: spec.max_model_len,
+        engine_port: task::DEFAULT_ENGINE_PORT,
+        disk_size_gb: task::DEFAULT_DISK_GB,
+        image: None,
+        replica_key,
+    }
+}
+
+/// The SkyPilot task a replica of `spec` would be launched with, its key shown as `***`
+/// (for `deploy --dry-run`); `None` for local spot.
+pub fn task_preview(spec: &DeploymentSpec) -> anyhow::Result<Option<String>> {
+    if spec.spots_cloud == SpotCloud::Local {
+        return Ok(None);
+    }
+    // Nothing is sent and no key is made: the printed form hides the key anyway.
+    let settings = skypilot_settings(spec, Secret::new("unused"));
+    let spot = SkyPilotSpot::new(SkyClient::from_env().map_err(usage)?, settings).map_err(usage)?;
+    let id = ReplicaId::new(&spec.service_name, now_ms(), 1).map_err(UsageError)?;
+    Ok(Some(spot.task(&spot.replica_spec(&spec.service_name, id)).map_err(usage)?.to_string()))
+}
+
 pub fn for_deployment(spec: &DeploymentSpec) -> anyhow::Result<Providers> {
     supported(spec)?;
     let home = StateStore::default_dir()?;
@@ -56,19 +88,7 @@ pub fn for_deployment(spec: &DeploymentSpec) -> anyhow::Result<Providers> {
         return Ok(Providers { spot, serverless, timing: Timing::default(), replica_auth: BackendAuth::None });
     }
     let replica_key = replica_key::load_or_create(&home, &spec.service_name)?;
-    let settings = SkyPilotSettings {
-        cloud: spec.spots_cloud.as_str().to_string(),
-        region: spec.region.clone(),
-        gpu: spec.gpu.clone(),
-        gpu_count: spec.gpu_count,
-        model: spec.model.clone(),
-        tp_size: spec.tp_size,
-        max_model_len: spec.max_model_len,
-        engine_port: task::DEFAULT_ENGINE_PORT,
-        disk_size_gb: task::DEFAULT_DISK_GB,
-        image: None,
-        replica_key: replica_key.clone(),
-    };
+    let settings = skypilot_settings(spec, replica_key.clone());
     let spot = SkyPilotSpot::new(SkyClient::from_env().map_err(usage)?, settings).map_err(usage)?;
     let timing = Timing {
         // `/status` with refresh asks the cloud; SkyPilot caches a spot cluster's state 2 s.
