@@ -311,20 +311,21 @@ impl StateStore {
             .map_err(self.sqlite())
     }
 
-    /// Records what the provider said of a replica (its reference, address, placement)
-    /// without a lifecycle event.
+    /// Records what the provider said of a replica (its reference and when its billing
+    /// started, address, placement) without a lifecycle event.
     pub fn update_replica(&self, service: &str, replica: &ReplicaRow) -> Result<(), StoreError> {
         self.connection
             .execute(
                 "UPDATE replicas SET url = IIF(?3 = '', url, ?3), provider_ref = COALESCE(?4, provider_ref),
-                     placement = COALESCE(?5, placement)
+                     placement = COALESCE(?5, placement), launched_at_ms = ?6
                  WHERE service_name = ?1 AND replica = ?2",
                 params![
                     service,
                     replica.replica,
                     replica.url.as_deref().unwrap_or(""),
                     replica.reference.as_ref().and_then(|r| serde_json::to_string(r).ok()),
-                    replica.placement.as_ref().and_then(|p| serde_json::to_string(p).ok())
+                    replica.placement.as_ref().and_then(|p| serde_json::to_string(p).ok()),
+                    int(replica.launched_at_ms)
                 ],
             )
             .map(drop)
@@ -462,6 +463,35 @@ mod tests {
             phases[..4],
             [(Phase::Provisioning, 2_000), (Phase::Booting, 2_100), (Phase::Ready, 5_000), (Phase::Preempted, 9_000)]
         );
+    }
+
+    #[test]
+    fn what_the_provider_says_of_a_replica_is_kept_without_an_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.start_run(&run("svc")).unwrap();
+        let id = crate::provider::ReplicaId::parse("svc-a-1").unwrap();
+        let mut row = ReplicaRow {
+            replica: id.to_string(),
+            url: None,
+            reference: None,
+            placement: None,
+            phase: Phase::Provisioning,
+            launched_at_ms: 2_000,
+            ended_at_ms: None,
+            detail: None,
+        };
+        store.replica_phase("svc", &row, Phase::Provisioning, 2_000, None).unwrap();
+        // The launch returned: its reference, and when the provider started billing.
+        let reference = ReplicaRef { id, launched_ms: 2_345, data: serde_json::json!({"cluster": "svc-a-1"}) };
+        row.reference = Some(reference.clone());
+        row.launched_at_ms = 2_345;
+        row.url = Some("http://10.0.0.5:8000".into());
+        store.update_replica("svc", &row).unwrap();
+        let stored = &store.replicas("svc").unwrap()[0];
+        assert_eq!(stored.reference.as_ref(), Some(&reference));
+        assert_eq!((stored.launched_at_ms, stored.url.as_deref()), (2_345, Some("http://10.0.0.5:8000")));
+        assert_eq!(store.events("svc").unwrap().len(), 1, "no lifecycle event");
     }
 
     #[test]
