@@ -457,7 +457,7 @@ impl Reconciler {
             replica.polled_ms = now;
             let (spot, readiness, reference) = (self.spot.clone(), self.readiness.clone(), replica.reference.clone());
             let probe = replica.phase != Phase::Ready;
-            self.calls.spawn(async move {
+            self.calls.spawn_read(async move {
                 let status = within(deadline, "replica status", spot.status(&reference)).await;
                 let ready = match &status {
                     Ok(ReplicaStatus::Running { url, .. }) if probe => readiness.ready(url).await,
@@ -471,7 +471,7 @@ impl Reconciler {
         {
             *polling = true;
             let (serverless, endpoint) = (self.serverless.clone(), endpoint.clone());
-            self.calls.spawn(async move {
+            self.calls.spawn_read(async move {
                 Done::EndpointStatus(within(deadline, "serverless status", serverless.status(&endpoint)).await)
             });
         }

@@ -138,9 +138,12 @@ impl Reconciler {
     }
 
     /// Drains every backend (new requests are refused; streams on spot and serverless
-    /// finish, bounded by the drain timeout or cut short by `hurry`), stops replicas that
-    /// serve nothing at once, then the rest and the serverless endpoint.
+    /// finish, bounded by the drain timeout), stops replicas that serve nothing at once,
+    /// then the rest and the serverless endpoint. `hurry` (a second signal) cuts every wait
+    /// short, that of a cloud that does not answer included: what has not stopped by then
+    /// stays recorded as `terminating`, for `destroy` or the next run.
     pub(super) async fn teardown(&mut self, hurry: impl std::future::Future<Output = ()>) {
+        let mut hurry = Hurry { signal: Box::pin(hurry), came: false };
         let now = self.clock.now_ms();
         self.stopping = true;
         for index in 0..self.replicas.len() {
@@ -149,11 +152,11 @@ impl Reconciler {
             }
         }
         self.publish();
-        // Calls under way finish first (each has its deadline): a launch's reference
-        // must be known before it can be terminated.
-        for done in self.calls.settle().await {
-            self.take(done);
-        }
+        // Status calls decide nothing now. Launches and terminations under way finish
+        // first (each has its deadline): a launch's reference must be known before it can
+        // be terminated.
+        self.calls.drop_reads();
+        self.settle(&mut hurry).await;
         // Replicas that serve nothing need no drain.
         self.terminate_all(|phase| phase != Phase::Draining);
         let load = self.load.clone();
@@ -165,13 +168,18 @@ impl Reconciler {
         let waited = tokio::time::timeout(self.timing.drain_timeout, async {
             tokio::select! {
                 () = drained => {}
-                () = hurry => tracing::warn!("not waiting for streams to finish"),
+                () = hurry.wait() => tracing::warn!("not waiting for streams to finish"),
             }
         });
         let _ = waited.await;
         self.terminate_all(|_| true);
         if let EndpointState::Up { endpoint, .. } = std::mem::replace(&mut self.endpoint, EndpointState::Busy) {
-            match within(self.timing.call_timeout, "serverless destroy", self.serverless.destroy(&endpoint)).await {
+            let destroy = within(self.timing.call_timeout, "serverless destroy", self.serverless.destroy(&endpoint));
+            let destroyed = tokio::select! {
+                result = destroy => result,
+                () = hurry.wait() => Err(crate::provider::ProviderError::transient("not waited for (stopping at once)")),
+            };
+            match destroyed {
                 Ok(containers) => {
                     self.save_containers(&containers);
                     if let Err(error) = self.store.set_serverless(self.service(), None) {
@@ -184,17 +192,21 @@ impl Reconciler {
         // A terminate that failed is tried again a few times; what still will not stop
         // stays `terminating` in the record.
         for attempt in 0..3 {
-            for done in self.calls.settle().await {
-                self.take(done);
-            }
-            if self.replicas.is_empty() {
+            self.settle(&mut hurry).await;
+            if self.replicas.is_empty() || hurry.came {
                 break;
             }
             if attempt < 2 {
-                tokio::time::sleep(self.timing.retry).await;
+                tokio::select! {
+                    () = tokio::time::sleep(self.timing.retry) => {}
+                    () = hurry.wait() => break,
+                }
                 self.terminate_all(|_| true);
             }
         }
+        // Whatever is still under way is left to the provider (a teardown it was asked
+        // for goes on there); the records say `terminating`.
+        self.calls.abandon();
         for replica in &self.replicas {
             tracing::error!(replica = %replica.id(), "could not be terminated; `tandemn destroy` tries again");
         }
@@ -204,6 +216,20 @@ impl Reconciler {
         let _ = self.store.update_usage(self.service(), &self.usage, self.note.as_deref(), now);
         if let Err(error) = self.store.end_run(self.service(), now) {
             tracing::warn!(%error, "cannot record the end of the run");
+        }
+    }
+
+    /// Takes in the calls under way as they finish, until none is left or `hurry` comes.
+    async fn settle<F: std::future::Future<Output = ()>>(&mut self, hurry: &mut Hurry<F>) {
+        loop {
+            let next = tokio::select! {
+                next = self.calls.next() => next,
+                () = hurry.wait() => None,
+            };
+            match next {
+                Some(done) => self.take(done),
+                None => return,
+            }
         }
     }
 
@@ -219,6 +245,21 @@ impl Reconciler {
                 self.record(index, Phase::Terminating, now, Some("deployment stopping"));
             }
             self.start_terminate(index);
+        }
+    }
+}
+
+/// The second stop signal: once it has come, every wait on it returns at once.
+struct Hurry<F> {
+    signal: std::pin::Pin<Box<F>>,
+    came: bool,
+}
+
+impl<F: std::future::Future<Output = ()>> Hurry<F> {
+    async fn wait(&mut self) {
+        if !self.came {
+            self.signal.as_mut().await;
+            self.came = true;
         }
     }
 }

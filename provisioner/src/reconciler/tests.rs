@@ -27,6 +27,11 @@ struct SpotState {
     hang_launches: bool,
     /// Terminations that fail before one succeeds.
     failing_terminations: u32,
+    /// Status calls and terminations that never return.
+    hang_status: bool,
+    hang_terminations: bool,
+    /// `list` fails (the cloud's API is down).
+    list_fails: bool,
     listed: Vec<Listed>,
 }
 
@@ -50,10 +55,16 @@ impl SpotProvider for ScriptedSpot {
     }
 
     async fn status(&self, replica: &ReplicaRef) -> Result<ReplicaStatus, ProviderError> {
+        if self.with(|s| s.hang_status) {
+            std::future::pending::<()>().await;
+        }
         Ok(self.with(|s| s.status.get(replica.id.as_str()).cloned().unwrap_or(ReplicaStatus::NotFound)))
     }
 
     async fn terminate(&self, replica: &ReplicaRef) -> Result<u64, ProviderError> {
+        if self.with(|s| s.hang_terminations) {
+            std::future::pending::<()>().await;
+        }
         self.with(|s| {
             if s.failing_terminations > 0 {
                 s.failing_terminations -= 1;
@@ -66,6 +77,9 @@ impl SpotProvider for ScriptedSpot {
     }
 
     async fn list(&self, _service: &str) -> Result<Vec<Listed>, ProviderError> {
+        if self.with(|s| s.list_fails) {
+            return Err(ProviderError::transient("the cloud's API is down"));
+        }
         Ok(self.with(|s| s.listed.clone()))
     }
 }
@@ -381,6 +395,29 @@ async fn a_restarted_loop_adopts_what_runs_finishes_terminations_and_launches_no
     );
     let spot: Vec<_> = h.router.last().into_iter().filter(|b| b.tier == Tier::Spot).collect();
     assert_eq!(spot.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_signal_ends_the_teardown_at_once_while_the_cloud_hangs() {
+    let (h, mut reconciler) = harness(1);
+    reconciler.resume().await;
+    ticks(&mut reconciler, 2).await;
+    let id = h.spot.with(|s| s.launches[0].clone());
+    h.spot.with(|s| {
+        s.status.insert(id.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None })
+    });
+    ticks(&mut reconciler, 4).await;
+    assert_eq!(phases(&h.store), [(id.clone(), Phase::Ready)]);
+    // The cloud stops answering: a status call hangs when the stop comes, and so does
+    // every terminate after it.
+    h.spot.with(|s| (s.hang_status, s.hang_terminations) = (true, true));
+    ticks(&mut reconciler, 2).await;
+    let began = tokio::time::Instant::now();
+    reconciler.teardown(tokio::time::sleep(Duration::from_secs(3))).await;
+    // Not the call deadline (30 s) three times over: the second signal ends every wait.
+    assert!(began.elapsed() < Duration::from_secs(4), "the teardown took {:?}", began.elapsed());
+    assert_eq!(phases(&h.store), [(id, Phase::Terminating)], "what did not stop stays recorded");
+    assert!(h.store.run("svc").unwrap().unwrap().ended_at_ms.is_some());
 }
 
 /// A second loop on the same store and providers: a restarted process.
