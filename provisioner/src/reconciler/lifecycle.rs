@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::calls::within;
 use super::plan::Ending;
 use super::{EndpointState, Reconciler, Replica};
-use crate::provider::{Listed, ReplicaRef};
+use crate::provider::{Listed, ReplicaId, ReplicaRef};
 use crate::state_store::Phase;
 
 impl Reconciler {
@@ -49,6 +49,16 @@ impl Reconciler {
         for row in rows.iter().filter(|r| !r.phase.is_final()) {
             let recorded = row.reference.clone().filter(|r| !r.data.is_null());
             let found = listed.as_ref().map(|all| all.iter().find(|l| l.id.as_str() == row.replica));
+            // Its launch may have reached the provider before the process died, and the
+            // provider cannot say now: kept, and asked about by its name.
+            let recorded = match (&found, recorded) {
+                (None, None) => ReplicaId::parse(&row.replica).ok().map(|id| ReplicaRef {
+                    id,
+                    launched_ms: row.launched_at_ms,
+                    data: serde_json::Value::Null,
+                }),
+                (_, recorded) => recorded,
+            };
             let reference = match (found, recorded) {
                 (Some(Some(_)), Some(reference)) | (None, Some(reference)) => reference,
                 (Some(Some(listed)), None) => listed.reference.clone(),

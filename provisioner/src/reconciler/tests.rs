@@ -420,6 +420,32 @@ async fn a_second_signal_ends_the_teardown_at_once_while_the_cloud_hangs() {
     assert!(h.store.run("svc").unwrap().unwrap().ended_at_ms.is_some());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_resume_that_cannot_list_keeps_a_replica_whose_launch_never_returned() {
+    let (h, mut reconciler) = harness(1);
+    // The process dies after the replica's row was written and its launch sent, before
+    // the launch returned a reference; at the restart the cloud's list fails.
+    h.spot.with(|s| s.hang_launches = true);
+    reconciler.resume().await;
+    ticks(&mut reconciler, 2).await;
+    drop(reconciler);
+    let rows = h.store.replicas("svc").unwrap();
+    assert_eq!(rows.len(), 1);
+    let name = rows[0].replica.clone();
+    assert!(rows[0].reference.as_ref().is_none_or(|r| r.data.is_null()), "{rows:?}");
+    h.spot.with(|s| {
+        s.hang_launches = false;
+        s.list_fails = true;
+        s.status.insert(name.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None });
+    });
+    let mut restarted = restarted(&h);
+    restarted.resume().await;
+    ticks(&mut restarted, 6).await;
+    // Not known to be gone, so not forgotten: asked about by name, and it runs.
+    assert_eq!(phases(&h.store), [(name, Phase::Ready)]);
+    assert!(h.spot.with(|s| s.launches.is_empty()), "no second cluster is launched beside it");
+}
+
 /// A second loop on the same store and providers: a restarted process.
 fn restarted(h: &Harness) -> Reconciler {
     let spec = Sources::stored(
