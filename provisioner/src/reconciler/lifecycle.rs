@@ -149,11 +149,12 @@ impl Reconciler {
 
     /// Drains every backend (new requests are refused; streams on spot and serverless
     /// finish, bounded by the drain timeout), stops replicas that serve nothing at once,
-    /// then the rest and the serverless endpoint. `hurry` (a second signal) cuts every wait
-    /// short, that of a cloud that does not answer included: what has not stopped by then
-    /// stays recorded as `terminating`, for `destroy` or the next run.
+    /// then the rest and the serverless endpoint. `hurry` (a second signal) ends the drain at
+    /// once and every wait on a provider (a cloud that does not answer included) after a
+    /// short grace: what has not stopped by then stays `terminating`, for `destroy` or the
+    /// next run.
     pub(super) async fn teardown(&mut self, hurry: impl std::future::Future<Output = ()>) {
-        let mut hurry = Hurry { signal: Box::pin(hurry), came: false };
+        let mut hurry = Hurry { signal: Box::pin(hurry), at: None };
         let now = self.clock.now_ms();
         self.stopping = true;
         for index in 0..self.replicas.len() {
@@ -178,7 +179,7 @@ impl Reconciler {
         let waited = tokio::time::timeout(self.timing.drain_timeout, async {
             tokio::select! {
                 () = drained => {}
-                () = hurry.wait() => tracing::warn!("not waiting for streams to finish"),
+                () = hurry.came() => tracing::warn!("not waiting for streams to finish"),
             }
         });
         let _ = waited.await;
@@ -187,7 +188,7 @@ impl Reconciler {
             let destroy = within(self.timing.call_timeout, "serverless destroy", self.serverless.destroy(&endpoint));
             let destroyed = tokio::select! {
                 result = destroy => result,
-                () = hurry.wait() => Err(crate::provider::ProviderError::transient("not waited for (stopping at once)")),
+                () = hurry.over() => Err(crate::provider::ProviderError::transient("not waited for (stopping at once)")),
             };
             match destroyed {
                 Ok(containers) => {
@@ -203,13 +204,13 @@ impl Reconciler {
         // stays `terminating` in the record.
         for attempt in 0..3 {
             self.settle(&mut hurry).await;
-            if self.replicas.is_empty() || hurry.came {
+            if self.replicas.is_empty() || hurry.at.is_some() {
                 break;
             }
             if attempt < 2 {
                 tokio::select! {
                     () = tokio::time::sleep(self.timing.retry) => {}
-                    () = hurry.wait() => break,
+                    () = hurry.over() => break,
                 }
                 self.terminate_all(|_| true);
             }
@@ -229,12 +230,13 @@ impl Reconciler {
         }
     }
 
-    /// Takes in the calls under way as they finish, until none is left or `hurry` comes.
+    /// Takes in the calls under way as they finish, until none is left or the grace after
+    /// `hurry` is over.
     async fn settle<F: std::future::Future<Output = ()>>(&mut self, hurry: &mut Hurry<F>) {
         loop {
             let next = tokio::select! {
                 next = self.calls.next() => next,
-                () = hurry.wait() => None,
+                () = hurry.over() => None,
             };
             match next {
                 Some(done) => self.take(done),
@@ -259,17 +261,31 @@ impl Reconciler {
     }
 }
 
-/// The second stop signal: once it has come, every wait on it returns at once.
+/// How long calls under way get after the second stop signal: enough for a teardown
+/// request to reach its provider (which carries it out without us), not for the cloud to
+/// finish it.
+const HURRY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The second stop signal.
 struct Hurry<F> {
     signal: std::pin::Pin<Box<F>>,
-    came: bool,
+    /// When it came.
+    at: Option<tokio::time::Instant>,
 }
 
 impl<F: std::future::Future<Output = ()>> Hurry<F> {
-    async fn wait(&mut self) {
-        if !self.came {
+    async fn came(&mut self) {
+        if self.at.is_none() {
             self.signal.as_mut().await;
-            self.came = true;
+            self.at = Some(tokio::time::Instant::now());
+        }
+    }
+
+    /// [`HURRY_GRACE`] after the signal: no provider call is waited for any longer.
+    async fn over(&mut self) {
+        self.came().await;
+        if let Some(at) = self.at {
+            tokio::time::sleep_until(at + HURRY_GRACE).await;
         }
     }
 }

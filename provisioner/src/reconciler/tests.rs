@@ -414,8 +414,8 @@ async fn a_second_signal_ends_the_teardown_at_once_while_the_cloud_hangs() {
     ticks(&mut reconciler, 2).await;
     let began = tokio::time::Instant::now();
     reconciler.teardown(tokio::time::sleep(Duration::from_secs(3))).await;
-    // Not the call deadline (30 s) three times over: the second signal ends every wait.
-    assert!(began.elapsed() < Duration::from_secs(4), "the teardown took {:?}", began.elapsed());
+    // Not the call deadline (30 s) three times over: calls get 5 s after the second signal.
+    assert!(began.elapsed() <= Duration::from_secs(9), "the teardown took {:?}", began.elapsed());
     assert_eq!(phases(&h.store), [(id, Phase::Terminating)], "what did not stop stays recorded");
     assert!(h.store.run("svc").unwrap().unwrap().ended_at_ms.is_some());
 }
