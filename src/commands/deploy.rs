@@ -61,8 +61,10 @@ fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
             spec.service_name, view.run.pid, spec.service_name
         )));
     }
-    // A run whose process died without ending it is resumed: what it launched is adopted.
-    let resuming = previous.is_some_and(|view| view.run.ended_at_ms.is_none());
+    // A run whose process died without ending it, or that ended with replicas it could not
+    // terminate, is resumed: what it launched is adopted or its termination finished.
+    let resuming = previous
+        .is_some_and(|view| view.run.ended_at_ms.is_none() || view.replicas.iter().any(|r| !r.phase.is_final()));
     let mut api_keys: Vec<Secret> =
         spec.router.api_keys.iter().map(|s| s.resolve()).collect::<Result<_, _>>().map_err(usage)?;
     api_keys.extend(keys.client);
@@ -159,8 +161,12 @@ fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
     server::run(server, Box::new(shutdown));
     progress.stop();
 
-    store.set_status(&spec.service_name, DeploymentStatus::Destroyed)?;
     let view = View::load(&store, &spec.service_name)?;
+    // What would not stop is still billed: the deployment stays active for `destroy`.
+    let left = view.replicas.iter().filter(|r| !r.phase.is_final()).count();
+    if left == 0 {
+        store.set_status(&spec.service_name, DeploymentStatus::Destroyed)?;
+    }
     let cost = view.cost();
     println(&format!(
         "\n{} stopped after {}: {}; spent ${:.4} (all-serverless ${:.4}, on-demand ${:.4}). \
@@ -173,6 +179,13 @@ fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
         cost.on_demand_usd,
         spec.service_name
     ));
+    if left > 0 {
+        anyhow::bail!(
+            "{left} replica(s) could not be terminated and may still be billed; `tandemn destroy --service-name {}` \
+             tries again",
+            spec.service_name
+        );
+    }
     Ok(())
 }
 
