@@ -655,3 +655,19 @@ fn check_reports_an_empty_key_without_a_config() {
         .code(2)
         .stdout(contains("Keys: TANDEMN_API_KEY is set but empty"));
 }
+
+#[test]
+fn a_skypilot_endpoint_s_user_information_is_never_printed() {
+    let sandbox = Sandbox::new();
+    let endpoint = "http://tandemn:VERY-SECRET-pw@127.0.0.1:1";
+    for args in [
+        &["deploy", "--dry-run", "--config", "examples/aws-spot.yaml"][..],
+        &["check", "--config", "examples/aws-spot.yaml"][..],
+        &["deploy", "--config", "examples/aws-spot.yaml"][..],
+    ] {
+        let output = sandbox.tandemn(args).env("SKYPILOT_API_SERVER_ENDPOINT", endpoint).output().unwrap();
+        let shown = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(!shown.contains("VERY-SECRET"), "{args:?} printed the endpoint's password: {shown}");
+        assert!(shown.contains("127.0.0.1:1"), "{args:?} names the server: {shown}");
+    }
+}

@@ -413,6 +413,7 @@ pub fn summary(spec: &DeploymentSpec, flag_keys: usize) -> String {
             .ok()
             .filter(|e| !e.trim().is_empty())
             .unwrap_or_else(|| tandemn_provisioner::skypilot::client::DEFAULT_ENDPOINT.to_string());
+        let server = tandemn_provisioner::skypilot::client::shown_endpoint(&server);
         text += &format!(
             "skypilot     one spot cluster per replica through the API server at {server}; vLLM {} on port {}, \
              behind a key only the router holds\n",
