@@ -85,6 +85,9 @@ impl Reconciler {
                 _ => Phase::Provisioning,
             };
             self.adopt(reference, row.url.clone(), row.placement.clone(), phase, now);
+            if let Some(adopted) = self.replicas.last_mut() {
+                adopted.unwatched = Some((last_seen(&row.replica).max(row.launched_at_ms), now));
+            }
         }
         for listed in listed.iter().flatten().filter(|l| !rows.iter().any(|r| r.replica == l.id.as_str())) {
             let Listed { reference, .. } = listed.clone();
@@ -114,6 +117,7 @@ impl Reconciler {
             polled_ms: 0,
             retry_at_ms: 0,
             ending: Ending::Terminated,
+            unwatched: None,
         });
         self.record(self.replicas.len() - 1, phase, now, Some("adopted after a restart"));
     }

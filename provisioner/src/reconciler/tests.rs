@@ -446,6 +446,40 @@ async fn a_resume_that_cannot_list_keeps_a_replica_whose_launch_never_returned()
     assert!(h.spot.with(|s| s.launches.is_empty()), "no second cluster is launched beside it");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_replica_preempted_while_no_process_watched_is_billed_until_it_was_last_seen() {
+    let (h, mut reconciler) = harness(1);
+    reconciler.resume().await;
+    ticks(&mut reconciler, 2).await;
+    let id = h.spot.with(|s| s.launches[0].clone());
+    h.spot.with(|s| {
+        s.status.insert(id.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None })
+    });
+    ticks(&mut reconciler, 4).await;
+    assert_eq!(phases(&h.store), [(id.clone(), Phase::Ready)]);
+    let last_seen = h.store.run("svc").unwrap().unwrap().updated_at_ms;
+    drop(reconciler);
+    // Reclaimed while tandemn was down; the cloud's list still shows it, and its status
+    // says so only now (SkyPilot cannot date a cluster that vanished).
+    let listed = Listed {
+        id: ReplicaId::parse(&id).unwrap(),
+        reference: ReplicaRef {
+            id: ReplicaId::parse(&id).unwrap(),
+            launched_ms: START_MS,
+            data: serde_json::json!({}),
+        },
+    };
+    h.spot.with(|s| {
+        s.listed = vec![listed];
+        s.status.insert(id.clone(), ReplicaStatus::Preempted { at_ms: START_MS + 60_000 });
+    });
+    let mut restarted = restarted(&h);
+    restarted.resume().await;
+    ticks(&mut restarted, 4).await;
+    let row = h.store.replicas("svc").unwrap().into_iter().find(|r| r.replica == id).unwrap();
+    assert_eq!((row.phase, row.ended_at_ms), (Phase::Preempted, Some(last_seen)), "not the minute nobody watched");
+}
+
 /// A second loop on the same store and providers: a restarted process.
 fn restarted(h: &Harness) -> Reconciler {
     let spec = Sources::stored(
