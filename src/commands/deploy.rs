@@ -100,6 +100,14 @@ fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
         super::router::settings(&spec.router, api_keys, admin_key.clone(), vec![health_token.clone()], spec.public);
     let router = Arc::new(Router::new(Arc::new(RoutingState::default()), settings));
     let providers = super::providers::for_deployment(&spec)?;
+    if spec.spots_cloud != SpotCloud::Local {
+        // Nothing starts against a SkyPilot API server that is missing, too old, not
+        // SkyPilot, refuses the token or lacks AWS: every launch would fail.
+        let report = super::check::skypilot_check().map_err(anyhow::Error::msg)?;
+        if report.problem.is_some() {
+            anyhow::bail!("{report}");
+        }
+    }
 
     store.save_deployment(&spec, DeploymentStatus::Deploying)?;
     let started = now_ms();
