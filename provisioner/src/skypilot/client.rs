@@ -465,6 +465,13 @@ impl SkyClient {
         parse_endpoints(&value, port).map_err(|e| self.shape_error(&e))
     }
 
+    /// Cancels the given requests (those already finished stay as they are).
+    pub async fn cancel(&self, ids: &[RequestId]) -> Result<(), ProviderError> {
+        let body = json!({ "request_ids": ids.iter().map(RequestId::as_str).collect::<Vec<_>>() });
+        let id = self.schedule(self.http.post(self.url("/api/cancel")).json(&body)).await?;
+        self.get(&id, self.deadlines.wait).await.map(drop)
+    }
+
     /// Tears the cluster down and waits up to `deadline` for it. Idempotent: a cluster
     /// that does not exist counts as down.
     pub async fn down(&self, cluster: &ReplicaId, deadline: Duration) -> Result<(), ProviderError> {
