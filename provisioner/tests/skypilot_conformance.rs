@@ -225,7 +225,7 @@ async fn the_real_skypilot_server_speaks_our_protocol() {
     assert!(spot.list("conf").await.unwrap().is_empty());
     // What terminate sends to cancel a launch still under way is accepted (the dry run's
     // request has finished: nothing is cancelled).
-    client.cancel(&[request.clone()]).await.unwrap();
+    client.cancel(std::slice::from_ref(&request)).await.unwrap();
 
     // A cluster as a finished launch leaves it (seeded: a real launch would SSH to moto's
     // fake addresses): /status parses, /endpoints gives the address, placement is priced.
