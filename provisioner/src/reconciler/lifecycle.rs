@@ -219,6 +219,20 @@ impl Reconciler {
                 self.terminate_all(|_| true);
             }
         }
+        // Anything else the provider still has of the service (a preempted cluster whose
+        // removal failed, a launch that went on after its call gave up) goes too.
+        if hurry.at.is_none() {
+            let (spot, service) = (self.spot.clone(), self.service().to_string());
+            let listed = within(self.timing.call_timeout, "spot list", spot.list(&service));
+            let listed = tokio::select! {
+                listed = listed => Some(listed),
+                () = hurry.over() => None,
+            };
+            if let Some(listed) = listed {
+                self.sweep(listed);
+                self.settle(&mut hurry).await;
+            }
+        }
         // Whatever is still under way is left to the provider (a teardown it was asked
         // for goes on there); the records say `terminating`.
         self.calls.abandon();
@@ -231,6 +245,22 @@ impl Reconciler {
         let _ = self.store.update_usage(self.service(), &self.usage, self.note.as_deref(), now);
         if let Err(error) = self.store.end_run(self.service(), now) {
             tracing::warn!(%error, "cannot record the end of the run");
+        }
+    }
+
+    /// Starts removing every resource the provider listed for the service that no replica
+    /// here stands for.
+    fn sweep(&mut self, listed: Result<Vec<Listed>, crate::provider::ProviderError>) {
+        match listed {
+            Ok(listed) => {
+                for Listed { id, reference } in listed {
+                    if self.index_of(&id).is_none() {
+                        tracing::warn!(replica = %id, "removing a resource of the service left behind");
+                        self.cleanup_preempted(reference);
+                    }
+                }
+            }
+            Err(error) => self.failed("spot list", &error),
         }
     }
 

@@ -480,6 +480,34 @@ async fn a_replica_preempted_while_no_process_watched_is_billed_until_it_was_las
     assert_eq!((row.phase, row.ended_at_ms), (Phase::Preempted, Some(last_seen)), "not the minute nobody watched");
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_teardown_removes_a_preempted_cluster_whose_cleanup_failed() {
+    let (h, mut reconciler) = harness(1);
+    reconciler.resume().await;
+    ticks(&mut reconciler, 2).await;
+    let id = h.spot.with(|s| s.launches[0].clone());
+    h.spot.with(|s| {
+        s.status.insert(id.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None })
+    });
+    ticks(&mut reconciler, 4).await;
+    // Stopped, not terminated: its resource still costs, and removing it fails once.
+    h.spot.with(|s| {
+        s.status.insert(id.clone(), ReplicaStatus::Preempted { at_ms: START_MS + 3_000 });
+        s.failing_terminations = 1;
+    });
+    ticks(&mut reconciler, 2).await;
+    assert!(h.spot.with(|s| !s.terminations.contains(&id)));
+    let stopped = ReplicaId::parse(&id).unwrap();
+    h.spot.with(|s| {
+        s.listed = vec![Listed {
+            id: stopped.clone(),
+            reference: ReplicaRef { id: stopped.clone(), launched_ms: START_MS, data: serde_json::json!({}) },
+        }]
+    });
+    reconciler.teardown(std::future::pending()).await;
+    assert!(h.spot.with(|s| s.terminations.contains(&id)), "what the provider still lists is removed at the end");
+}
+
 /// A second loop on the same store and providers: a restarted process.
 fn restarted(h: &Harness) -> Reconciler {
     let spec = Sources::stored(
