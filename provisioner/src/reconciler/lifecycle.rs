@@ -190,9 +190,10 @@ impl Reconciler {
         self.terminate_all(|_| true);
         if let EndpointState::Up { endpoint, .. } = std::mem::replace(&mut self.endpoint, EndpointState::Busy) {
             let destroy = within(self.timing.call_timeout, "serverless destroy", self.serverless.destroy(&endpoint));
+            let since = tokio::time::Instant::now();
             let destroyed = tokio::select! {
                 result = destroy => result,
-                () = hurry.over() => Err(crate::provider::ProviderError::transient("not waited for (stopping at once)")),
+                () = hurry.over(since) => Err(crate::provider::ProviderError::transient("not waited for (stopping at once)")),
             };
             match destroyed {
                 Ok(containers) => {
@@ -214,7 +215,7 @@ impl Reconciler {
             if attempt < 2 {
                 tokio::select! {
                     () = tokio::time::sleep(self.timing.retry) => {}
-                    () = hurry.over() => break,
+                    () = hurry.came() => break,
                 }
                 self.terminate_all(|_| true);
             }
@@ -224,9 +225,10 @@ impl Reconciler {
         if hurry.at.is_none() {
             let (spot, service) = (self.spot.clone(), self.service().to_string());
             let listed = within(self.timing.call_timeout, "spot list", spot.list(&service));
+            let since = tokio::time::Instant::now();
             let listed = tokio::select! {
                 listed = listed => Some(listed),
-                () = hurry.over() => None,
+                () = hurry.over(since) => None,
             };
             if let Some(listed) = listed {
                 self.sweep(listed);
@@ -264,13 +266,14 @@ impl Reconciler {
         }
     }
 
-    /// Takes in the calls under way as they finish, until none is left or the grace after
-    /// `hurry` is over.
+    /// Takes in the calls under way as they finish, until none is left or, after `hurry`,
+    /// the grace is over.
     async fn settle<F: std::future::Future<Output = ()>>(&mut self, hurry: &mut Hurry<F>) {
+        let since = tokio::time::Instant::now();
         loop {
             let next = tokio::select! {
                 next = self.calls.next() => next,
-                () = hurry.over() => None,
+                () = hurry.over(since) => None,
             };
             match next {
                 Some(done) => self.take(done),
@@ -315,11 +318,12 @@ impl<F: std::future::Future<Output = ()>> Hurry<F> {
         }
     }
 
-    /// [`HURRY_GRACE`] after the signal: no provider call is waited for any longer.
-    async fn over(&mut self) {
+    /// [`HURRY_GRACE`] after the signal, or after `since` (when a wait began) if that is
+    /// later: calls started after the signal get the grace too.
+    async fn over(&mut self, since: tokio::time::Instant) {
         self.came().await;
         if let Some(at) = self.at {
-            tokio::time::sleep_until(at + HURRY_GRACE).await;
+            tokio::time::sleep_until(at.max(since) + HURRY_GRACE).await;
         }
     }
 }
