@@ -668,3 +668,50 @@ fn a_spot_dry_run_shows_the_skypilot_task_without_its_key_and_makes_none() {
     assert!(!sandbox.state().join("keys").exists(), "a dry run makes no key");
     assert!(!sandbox.state().join("state.db").exists(), "nor any record");
 }
+
+#[test]
+fn a_skypilot_endpoint_s_user_information_is_never_printed() {
+    let sandbox = Sandbox::new();
+    let endpoint = "http://tandemn:VERY-SECRET-pw@127.0.0.1:1";
+    for args in [
+        &["deploy", "--dry-run", "--config", "examples/aws-spot.yaml"][..],
+        &["check", "--config", "examples/aws-spot.yaml"][..],
+        &["deploy", "--config", "examples/aws-spot.yaml"][..],
+    ] {
+        let output = sandbox.tandemn(args).env("SKYPILOT_API_SERVER_ENDPOINT", endpoint).output().unwrap();
+        let shown = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(!shown.contains("VERY-SECRET"), "{args:?} printed the endpoint's password: {shown}");
+        assert!(shown.contains("127.0.0.1:1"), "{args:?} names the server: {shown}");
+    }
+}
+
+#[test]
+fn deploy_refuses_a_skypilot_api_server_that_is_missing_or_not_skypilot() {
+    let sandbox = Sandbox::new();
+    let missing = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // A server that answers, but not as SkyPilot does.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_addr = other.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in other.incoming() {
+            use std::io::{Read, Write};
+            let mut stream = stream.unwrap();
+            let _ = stream.read(&mut [0; 4096]);
+            let _ =
+                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 13\r\nconnection: close\r\n\r\n<html></html>");
+        }
+    });
+    for (endpoint, says) in
+        [(format!("http://{missing}"), "not reachable"), (format!("http://{other_addr}"), "is not SkyPilot's")]
+    {
+        sandbox
+            .tandemn(&["deploy", "--config", "examples/aws-spot.yaml"])
+            .env("SKYPILOT_API_SERVER_ENDPOINT", &endpoint)
+            .env("TANDEMN_API_KEY", "client-key-client-key")
+            .timeout(std::time::Duration::from_secs(30))
+            .assert()
+            .code(1)
+            .stderr(contains(says).and(contains(endpoint.as_str())));
+    }
+    sandbox.tandemn(&["list"]).assert().success().stdout(contains("aws-spot-demo").not());
+}

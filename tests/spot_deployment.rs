@@ -267,3 +267,63 @@ fn a_killed_deploy_resumes_its_clusters_without_a_second_launch_or_a_billing_gap
     // Billed from its first launch to its termination across both restarts, as the cloud billed it.
     bills_agree(&status, &cloud);
 }
+
+/// A deploy stopped while the cloud does not answer: the second SIGTERM ends it within
+/// seconds, leaving its replica `terminating` (the cloud never said it was gone). Returns
+/// the exited deploy and the replica.
+fn stopped_while_the_cloud_hangs(cloud: &Cloud) -> (Deployment, String) {
+    let mut deployment = cloud.deploy(tempfile::tempdir().unwrap(), 1);
+    wait_for("a ready replica", Duration::from_secs(30), || replica_in(&deployment.status(), "ready").is_some());
+    let replica = replica_in(&deployment.status(), "ready").unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(deployment.child.id()).unwrap());
+    cloud.fake.hang(Duration::from_secs(3600));
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
+    wait_for("the drain to begin", Duration::from_secs(20), || replica_in(&deployment.status(), "ready").is_none());
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
+    wait_for("the deploy to exit after the second signal", Duration::from_secs(10), || {
+        deployment.child.try_wait().unwrap().is_some()
+    });
+    assert!(!deployment.child.wait().unwrap().success(), "a deploy that left a replica running says so");
+    let status = deployment.status();
+    assert_eq!(replica_in(&status, "terminating").as_deref(), Some(replica.as_str()), "{status}");
+    cloud.fake.hang(Duration::ZERO);
+    (deployment, replica)
+}
+
+#[test]
+fn destroy_all_finds_the_cluster_a_stopped_deploy_could_not_take_down() {
+    let cloud = Cloud::start();
+    let (deployment, _) = stopped_while_the_cloud_hangs(&cloud);
+    let destroyed = finishes(
+        {
+            let mut command = tandemn(deployment.home.path());
+            command.args(["destroy", "--all"]).env("SKYPILOT_API_SERVER_ENDPOINT", cloud.fake.endpoint());
+            command
+        },
+        Duration::from_secs(60),
+    );
+    assert!(destroyed.status.success(), "{}", String::from_utf8_lossy(&destroyed.stderr));
+    assert!(cloud.listed().is_empty(), "{:?}", cloud.listed());
+    let status = deployment.status();
+    assert!(live_replicas(&status).is_empty(), "{}: {status}", String::from_utf8_lossy(&destroyed.stdout));
+    // Billed until `destroy` confirmed it gone (never less than the cloud billed).
+    let row = &status["replicas"][0];
+    let ours = row["ended_at_ms"].as_u64().unwrap() - row["launched_at_ms"].as_u64().unwrap();
+    let theirs = cloud.fake.clusters()[0].billed_ms;
+    assert!(ours + 1_000 >= theirs, "billed {ours} ms, the cloud {theirs} ms");
+}
+
+#[test]
+fn the_next_deploy_finishes_a_termination_the_last_one_left_and_keeps_its_bill() {
+    let cloud = Cloud::start();
+    let (mut deployment, replica) = stopped_while_the_cloud_hangs(&cloud);
+    let deployment = cloud.deploy(std::mem::replace(&mut deployment.home, tempfile::tempdir().unwrap()), 1);
+    wait_for("the left termination to finish", Duration::from_secs(30), || {
+        deployment.status()["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["replica"] == replica.as_str() && r["phase"] == "terminated")
+    });
+    assert_eq!(cloud.fake.launches(&replica), 1);
+}

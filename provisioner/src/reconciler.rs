@@ -175,6 +175,10 @@ struct Replica {
     retry_at_ms: u64,
     /// How it is recorded once its termination is confirmed.
     ending: Ending,
+    /// Adopted after a restart and not yet seen running: when a process last saw it, and
+    /// when it was adopted. An end the provider dates at or after the adoption (it only
+    /// noticed now) happened while nobody watched: it is billed until it was last seen.
+    unwatched: Option<(u64, u64)>,
 }
 
 impl Replica {
@@ -457,7 +461,7 @@ impl Reconciler {
             replica.polled_ms = now;
             let (spot, readiness, reference) = (self.spot.clone(), self.readiness.clone(), replica.reference.clone());
             let probe = replica.phase != Phase::Ready;
-            self.calls.spawn(async move {
+            self.calls.spawn_read(async move {
                 let status = within(deadline, "replica status", spot.status(&reference)).await;
                 let ready = match &status {
                     Ok(ReplicaStatus::Running { url, .. }) if probe => readiness.ready(url).await,
@@ -471,7 +475,7 @@ impl Reconciler {
         {
             *polling = true;
             let (serverless, endpoint) = (self.serverless.clone(), endpoint.clone());
-            self.calls.spawn(async move {
+            self.calls.spawn_read(async move {
                 Done::EndpointStatus(within(deadline, "serverless status", serverless.status(&endpoint)).await)
             });
         }
@@ -587,6 +591,7 @@ impl Reconciler {
             ReplicaStatus::Pending => {}
             ReplicaStatus::Running { url, placement } => {
                 let replica = &mut self.replicas[index];
+                replica.unwatched = None;
                 let changed =
                     replica.url.as_ref() != Some(&url) || (placement.is_some() && replica.placement != placement);
                 replica.url = Some(url);
@@ -602,6 +607,10 @@ impl Reconciler {
                 }
             }
             ReplicaStatus::Preempted { at_ms } => {
+                let at_ms = match self.replicas[index].unwatched {
+                    Some((seen, adopted)) if at_ms >= adopted => seen,
+                    _ => at_ms,
+                };
                 let reference = self.replicas[index].reference.clone();
                 self.record(index, Phase::Preempted, at_ms, None);
                 self.backoff.failed(at_ms);
@@ -616,7 +625,8 @@ impl Reconciler {
             }
             ReplicaStatus::NotFound => {
                 self.backoff.failed(now);
-                self.record(index, Phase::Failed, now, Some("its provider no longer knows it"));
+                let at_ms = self.replicas[index].unwatched.map_or(now, |(seen, _)| seen);
+                self.record(index, Phase::Failed, at_ms, Some("its provider no longer knows it"));
             }
         }
     }
@@ -712,6 +722,7 @@ impl Reconciler {
             polled_ms: now,
             retry_at_ms: 0,
             ending: Ending::Terminated,
+            unwatched: None,
         });
         self.record(self.replicas.len() - 1, Phase::Provisioning, now, None);
         let spec = ReplicaSpec {

@@ -310,8 +310,22 @@ impl SpotProvider for SkyPilotSpot {
         })
     }
 
+    /// Cancels the cluster's launches still under way first: one queued on the server has
+    /// no cluster yet, so `/down` would find nothing and the launch would make it after.
     async fn terminate(&self, replica: &ReplicaRef) -> Result<u64, ProviderError> {
         let data = RefData::of(replica)?;
+        let launches: Vec<RequestId> = self
+            .client
+            .active_requests(Some(data.cluster.as_str()))
+            .await?
+            .into_iter()
+            .filter(|r| r.is_launch() && r.cluster_name.as_deref() == Some(data.cluster.as_str()))
+            .map(|r| r.request_id)
+            .collect();
+        if !launches.is_empty() {
+            tracing::info!(replica = %replica.id, "cancelling its SkyPilot launch before the teardown");
+            self.client.cancel(&launches).await?;
+        }
         self.client.down(&data.cluster, DOWN_DEADLINE).await?;
         Ok(now_ms())
     }

@@ -223,6 +223,9 @@ async fn the_real_skypilot_server_speaks_our_protocol() {
     assert_eq!(spot.status(&reference).await.unwrap(), ReplicaStatus::NotFound);
     assert!(spot.terminate(&reference).await.is_ok());
     assert!(spot.list("conf").await.unwrap().is_empty());
+    // What terminate sends to cancel a launch still under way is accepted (the dry run's
+    // request has finished: nothing is cancelled).
+    client.cancel(std::slice::from_ref(&request)).await.unwrap();
 
     // A cluster as a finished launch leaves it (seeded: a real launch would SSH to moto's
     // fake addresses): /status parses, /endpoints gives the address, placement is priced.

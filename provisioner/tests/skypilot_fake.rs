@@ -237,3 +237,20 @@ async fn a_server_that_does_not_finish_in_time_is_transient() {
     assert_eq!(client.status(None, Refresh::None).await.unwrap(), vec![]);
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_a_replica_whose_launch_is_still_queued_leaves_no_cluster() {
+    let (fake, spot, _logs) = start().await;
+    let id = replica_id("svc", 1);
+    // The server's workers are busy: the launch is accepted and waits, with no cluster yet.
+    fake.queue_launches(true);
+    let replica = spot.launch(&spot.replica_spec("svc", id.clone())).await.unwrap();
+    assert_eq!(spot.status(&replica).await.unwrap(), ReplicaStatus::Pending);
+    spot.terminate(&replica).await.unwrap();
+    fake.queue_launches(false);
+    // Had the launch gone on after the down, its cluster would come up now and bill unseen.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(fake.clusters().iter().all(|c| !c.listed), "{:?}", fake.clusters());
+    assert!(matches!(spot.status(&replica).await.unwrap(), ReplicaStatus::Failed { .. } | ReplicaStatus::NotFound));
+    fake.shutdown().await;
+}

@@ -95,7 +95,7 @@ pub fn run(args: &DeployArgs) -> anyhow::Result<()> {
 
 /// Asks the SkyPilot API server (`SKYPILOT_API_SERVER_ENDPOINT`, default loopback) what
 /// `check` reports, within a few seconds.
-fn skypilot_check() -> Result<SkyCheck, String> {
+pub(super) fn skypilot_check() -> Result<SkyCheck, String> {
     let client = SkyClient::from_env().map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime

@@ -66,8 +66,10 @@ fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
             spec.service_name, view.run.pid, spec.service_name
         )));
     }
-    // A run whose process died without ending it is resumed: what it launched is adopted.
-    let resuming = previous.is_some_and(|view| view.run.ended_at_ms.is_none());
+    // A run whose process died without ending it, or that ended with replicas it could not
+    // terminate, is resumed: what it launched is adopted or its termination finished.
+    let resuming = previous
+        .is_some_and(|view| view.run.ended_at_ms.is_none() || view.replicas.iter().any(|r| !r.phase.is_final()));
     let mut api_keys: Vec<Secret> =
         spec.router.api_keys.iter().map(|s| s.resolve()).collect::<Result<_, _>>().map_err(usage)?;
     api_keys.extend(keys.client);
@@ -103,6 +105,14 @@ fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
         super::router::settings(&spec.router, api_keys, admin_key.clone(), vec![health_token.clone()], spec.public);
     let router = Arc::new(Router::new(Arc::new(RoutingState::default()), settings));
     let providers = super::providers::for_deployment(&spec)?;
+    if spec.spots_cloud != SpotCloud::Local {
+        // Nothing starts against a SkyPilot API server that is missing, too old, not
+        // SkyPilot, refuses the token or lacks AWS: every launch would fail.
+        let report = super::check::skypilot_check().map_err(anyhow::Error::msg)?;
+        if report.problem.is_some() {
+            anyhow::bail!("{report}");
+        }
+    }
 
     store.save_deployment(&spec, DeploymentStatus::Deploying)?;
     let started = now_ms();
@@ -164,8 +174,12 @@ fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
     server::run(server, Box::new(shutdown));
     progress.stop();
 
-    store.set_status(&spec.service_name, DeploymentStatus::Destroyed)?;
     let view = View::load(&store, &spec.service_name)?;
+    // What would not stop is still billed: the deployment stays active for `destroy`.
+    let left = view.replicas.iter().filter(|r| !r.phase.is_final()).count();
+    if left == 0 {
+        store.set_status(&spec.service_name, DeploymentStatus::Destroyed)?;
+    }
     let cost = view.cost();
     println(&format!(
         "\n{} stopped after {}: {}; spent ${:.4} (all-serverless ${:.4}, on-demand ${:.4}). \
@@ -178,6 +192,13 @@ fn run_local(spec: DeploymentSpec, keys: Keys) -> anyhow::Result<()> {
         cost.on_demand_usd,
         spec.service_name
     ));
+    if left > 0 {
+        anyhow::bail!(
+            "{left} replica(s) could not be terminated and may still be billed; `tandemn destroy --service-name {}` \
+             tries again",
+            spec.service_name
+        );
+    }
     Ok(())
 }
 
@@ -405,6 +426,7 @@ pub fn summary(spec: &DeploymentSpec, flag_keys: usize) -> String {
             .ok()
             .filter(|e| !e.trim().is_empty())
             .unwrap_or_else(|| tandemn_provisioner::skypilot::client::DEFAULT_ENDPOINT.to_string());
+        let server = tandemn_provisioner::skypilot::client::shown_endpoint(&server);
         text += &format!(
             "skypilot     one spot cluster per replica through the API server at {server}; vLLM {} on port {}, \
              behind a key only the router holds\n",

@@ -202,6 +202,12 @@ impl FakeSkyPilot {
         self.shared.hang(extra);
     }
 
+    /// While `true`, launches queue (no cluster yet) as on a real server whose
+    /// long-request workers are busy; `false` lets them run.
+    pub fn queue_launches(&self, queued: bool) {
+        self.shared.queue_launches(queued);
+    }
+
     /// Stops serving, kills every engine and waits (a few seconds at most) until they are gone.
     pub async fn shutdown(self) {
         self.server.abort();

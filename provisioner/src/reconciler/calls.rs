@@ -28,6 +28,8 @@ pub enum Done {
 #[derive(Default)]
 pub struct Calls {
     running: JoinSet<Done>,
+    /// Status calls: they change nothing, so a teardown drops them instead of waiting.
+    reads: JoinSet<Done>,
 }
 
 /// Runs `call`, or fails it as transient once `deadline` passes.
@@ -46,27 +48,49 @@ impl Calls {
         self.running.spawn(call);
     }
 
+    /// Runs a call that only reads (a status), which [`Calls::drop_reads`] may abandon.
+    pub fn spawn_read(&mut self, call: impl Future<Output = Done> + Send + 'static) {
+        self.reads.spawn(call);
+    }
+
+    /// Abandons the status calls under way: a cloud that does not answer them must not
+    /// hold up a teardown.
+    pub fn drop_reads(&mut self) {
+        self.reads.abort_all();
+        while self.reads.try_join_next().is_some() {}
+    }
+
+    /// Abandons every call under way (the requests they sent go on at the provider).
+    pub fn abandon(&mut self) {
+        self.drop_reads();
+        self.running.abort_all();
+        while self.running.try_join_next().is_some() {}
+    }
+
     /// The calls that finished since the last look, without waiting.
     pub fn finished(&mut self) -> Vec<Done> {
         let mut done = Vec::new();
-        while let Some(result) = self.running.try_join_next() {
-            match result {
-                Ok(call) => done.push(call),
-                Err(error) => tracing::error!(%error, "a provider call panicked"),
+        for set in [&mut self.running, &mut self.reads] {
+            while let Some(result) = set.try_join_next() {
+                match result {
+                    Ok(call) => done.push(call),
+                    Err(error) if error.is_cancelled() => {}
+                    Err(error) => tracing::error!(%error, "a provider call panicked"),
+                }
             }
         }
         done
     }
 
-    /// Waits for every call under way (bounded by each call's own deadline).
-    pub async fn settle(&mut self) -> Vec<Done> {
-        let mut done = Vec::new();
-        while let Some(result) = self.running.join_next().await {
-            match result {
-                Ok(call) => done.push(call),
+    /// The next call (not a read) to finish, `None` when none is under way; bounded by
+    /// each call's own deadline. Cancel safe: a caller may stop waiting at any time.
+    pub async fn next(&mut self) -> Option<Done> {
+        loop {
+            match self.running.join_next().await? {
+                Ok(call) => return Some(call),
+                Err(error) if error.is_cancelled() => {}
                 Err(error) => tracing::error!(%error, "a provider call panicked"),
             }
         }
-        done
     }
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::calls::within;
 use super::plan::Ending;
 use super::{EndpointState, Reconciler, Replica};
-use crate::provider::{Listed, ReplicaRef};
+use crate::provider::{Listed, ReplicaId, ReplicaRef};
 use crate::state_store::Phase;
 
 impl Reconciler {
@@ -49,6 +49,16 @@ impl Reconciler {
         for row in rows.iter().filter(|r| !r.phase.is_final()) {
             let recorded = row.reference.clone().filter(|r| !r.data.is_null());
             let found = listed.as_ref().map(|all| all.iter().find(|l| l.id.as_str() == row.replica));
+            // Its launch may have reached the provider before the process died, and the
+            // provider cannot say now: kept, and asked about by its name.
+            let recorded = match (&found, recorded) {
+                (None, None) => ReplicaId::parse(&row.replica).ok().map(|id| ReplicaRef {
+                    id,
+                    launched_ms: row.launched_at_ms,
+                    data: serde_json::Value::Null,
+                }),
+                (_, recorded) => recorded,
+            };
             let reference = match (found, recorded) {
                 (Some(Some(_)), Some(reference)) | (None, Some(reference)) => reference,
                 (Some(Some(listed)), None) => listed.reference.clone(),
@@ -75,6 +85,9 @@ impl Reconciler {
                 _ => Phase::Provisioning,
             };
             self.adopt(reference, row.url.clone(), row.placement.clone(), phase, now);
+            if let Some(adopted) = self.replicas.last_mut() {
+                adopted.unwatched = Some((last_seen(&row.replica).max(row.launched_at_ms), now));
+            }
         }
         for listed in listed.iter().flatten().filter(|l| !rows.iter().any(|r| r.replica == l.id.as_str())) {
             let Listed { reference, .. } = listed.clone();
@@ -104,6 +117,7 @@ impl Reconciler {
             polled_ms: 0,
             retry_at_ms: 0,
             ending: Ending::Terminated,
+            unwatched: None,
         });
         self.record(self.replicas.len() - 1, phase, now, Some("adopted after a restart"));
     }
@@ -138,9 +152,13 @@ impl Reconciler {
     }
 
     /// Drains every backend (new requests are refused; streams on spot and serverless
-    /// finish, bounded by the drain timeout or cut short by `hurry`), stops replicas that
-    /// serve nothing at once, then the rest and the serverless endpoint.
+    /// finish, bounded by the drain timeout), stops replicas that serve nothing at once,
+    /// then the rest and the serverless endpoint. `hurry` (a second signal) ends the drain at
+    /// once and every wait on a provider (a cloud that does not answer included) after a
+    /// short grace: what has not stopped by then stays `terminating`, for `destroy` or the
+    /// next run.
     pub(super) async fn teardown(&mut self, hurry: impl std::future::Future<Output = ()>) {
+        let mut hurry = Hurry { signal: Box::pin(hurry), at: None };
         let now = self.clock.now_ms();
         self.stopping = true;
         for index in 0..self.replicas.len() {
@@ -149,11 +167,11 @@ impl Reconciler {
             }
         }
         self.publish();
-        // Calls under way finish first (each has its deadline): a launch's reference
-        // must be known before it can be terminated.
-        for done in self.calls.settle().await {
-            self.take(done);
-        }
+        // Status calls decide nothing now. Launches and terminations under way finish
+        // first (each has its deadline): a launch's reference must be known before it can
+        // be terminated.
+        self.calls.drop_reads();
+        self.settle(&mut hurry).await;
         // Replicas that serve nothing need no drain.
         self.terminate_all(|phase| phase != Phase::Draining);
         let load = self.load.clone();
@@ -165,13 +183,19 @@ impl Reconciler {
         let waited = tokio::time::timeout(self.timing.drain_timeout, async {
             tokio::select! {
                 () = drained => {}
-                () = hurry => tracing::warn!("not waiting for streams to finish"),
+                () = hurry.came() => tracing::warn!("not waiting for streams to finish"),
             }
         });
         let _ = waited.await;
         self.terminate_all(|_| true);
         if let EndpointState::Up { endpoint, .. } = std::mem::replace(&mut self.endpoint, EndpointState::Busy) {
-            match within(self.timing.call_timeout, "serverless destroy", self.serverless.destroy(&endpoint)).await {
+            let destroy = within(self.timing.call_timeout, "serverless destroy", self.serverless.destroy(&endpoint));
+            let since = tokio::time::Instant::now();
+            let destroyed = tokio::select! {
+                result = destroy => result,
+                () = hurry.over(since) => Err(crate::provider::ProviderError::transient("not waited for (stopping at once)")),
+            };
+            match destroyed {
                 Ok(containers) => {
                     self.save_containers(&containers);
                     if let Err(error) = self.store.set_serverless(self.service(), None) {
@@ -184,17 +208,36 @@ impl Reconciler {
         // A terminate that failed is tried again a few times; what still will not stop
         // stays `terminating` in the record.
         for attempt in 0..3 {
-            for done in self.calls.settle().await {
-                self.take(done);
-            }
-            if self.replicas.is_empty() {
+            self.settle(&mut hurry).await;
+            if self.replicas.is_empty() || hurry.at.is_some() {
                 break;
             }
             if attempt < 2 {
-                tokio::time::sleep(self.timing.retry).await;
+                tokio::select! {
+                    () = tokio::time::sleep(self.timing.retry) => {}
+                    () = hurry.came() => break,
+                }
                 self.terminate_all(|_| true);
             }
         }
+        // Anything else the provider still has of the service (a preempted cluster whose
+        // removal failed, a launch that went on after its call gave up) goes too.
+        if hurry.at.is_none() {
+            let (spot, service) = (self.spot.clone(), self.service().to_string());
+            let listed = within(self.timing.call_timeout, "spot list", spot.list(&service));
+            let since = tokio::time::Instant::now();
+            let listed = tokio::select! {
+                listed = listed => Some(listed),
+                () = hurry.over(since) => None,
+            };
+            if let Some(listed) = listed {
+                self.sweep(listed);
+                self.settle(&mut hurry).await;
+            }
+        }
+        // Whatever is still under way is left to the provider (a teardown it was asked
+        // for goes on there); the records say `terminating`.
+        self.calls.abandon();
         for replica in &self.replicas {
             tracing::error!(replica = %replica.id(), "could not be terminated; `tandemn destroy` tries again");
         }
@@ -204,6 +247,38 @@ impl Reconciler {
         let _ = self.store.update_usage(self.service(), &self.usage, self.note.as_deref(), now);
         if let Err(error) = self.store.end_run(self.service(), now) {
             tracing::warn!(%error, "cannot record the end of the run");
+        }
+    }
+
+    /// Starts removing every resource the provider listed for the service that no replica
+    /// here stands for.
+    fn sweep(&mut self, listed: Result<Vec<Listed>, crate::provider::ProviderError>) {
+        match listed {
+            Ok(listed) => {
+                for Listed { id, reference } in listed {
+                    if self.index_of(&id).is_none() {
+                        tracing::warn!(replica = %id, "removing a resource of the service left behind");
+                        self.cleanup_preempted(reference);
+                    }
+                }
+            }
+            Err(error) => self.failed("spot list", &error),
+        }
+    }
+
+    /// Takes in the calls under way as they finish, until none is left or, after `hurry`,
+    /// the grace is over.
+    async fn settle<F: std::future::Future<Output = ()>>(&mut self, hurry: &mut Hurry<F>) {
+        let since = tokio::time::Instant::now();
+        loop {
+            let next = tokio::select! {
+                next = self.calls.next() => next,
+                () = hurry.over(since) => None,
+            };
+            match next {
+                Some(done) => self.take(done),
+                None => return,
+            }
         }
     }
 
@@ -219,6 +294,36 @@ impl Reconciler {
                 self.record(index, Phase::Terminating, now, Some("deployment stopping"));
             }
             self.start_terminate(index);
+        }
+    }
+}
+
+/// How long calls under way get after the second stop signal: enough for a teardown
+/// request to reach its provider (which carries it out without us), not for the cloud to
+/// finish it.
+const HURRY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The second stop signal.
+struct Hurry<F> {
+    signal: std::pin::Pin<Box<F>>,
+    /// When it came.
+    at: Option<tokio::time::Instant>,
+}
+
+impl<F: std::future::Future<Output = ()>> Hurry<F> {
+    async fn came(&mut self) {
+        if self.at.is_none() {
+            self.signal.as_mut().await;
+            self.at = Some(tokio::time::Instant::now());
+        }
+    }
+
+    /// [`HURRY_GRACE`] after the signal, or after `since` (when a wait began) if that is
+    /// later: calls started after the signal get the grace too.
+    async fn over(&mut self, since: tokio::time::Instant) {
+        self.came().await;
+        if let Some(at) = self.at {
+            tokio::time::sleep_until(at.max(since) + HURRY_GRACE).await;
         }
     }
 }

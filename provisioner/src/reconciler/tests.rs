@@ -27,6 +27,11 @@ struct SpotState {
     hang_launches: bool,
     /// Terminations that fail before one succeeds.
     failing_terminations: u32,
+    /// Status calls and terminations that never return.
+    hang_status: bool,
+    hang_terminations: bool,
+    /// `list` fails (the cloud's API is down).
+    list_fails: bool,
     listed: Vec<Listed>,
 }
 
@@ -50,10 +55,16 @@ impl SpotProvider for ScriptedSpot {
     }
 
     async fn status(&self, replica: &ReplicaRef) -> Result<ReplicaStatus, ProviderError> {
+        if self.with(|s| s.hang_status) {
+            std::future::pending::<()>().await;
+        }
         Ok(self.with(|s| s.status.get(replica.id.as_str()).cloned().unwrap_or(ReplicaStatus::NotFound)))
     }
 
     async fn terminate(&self, replica: &ReplicaRef) -> Result<u64, ProviderError> {
+        if self.with(|s| s.hang_terminations) {
+            std::future::pending::<()>().await;
+        }
         self.with(|s| {
             if s.failing_terminations > 0 {
                 s.failing_terminations -= 1;
@@ -66,6 +77,9 @@ impl SpotProvider for ScriptedSpot {
     }
 
     async fn list(&self, _service: &str) -> Result<Vec<Listed>, ProviderError> {
+        if self.with(|s| s.list_fails) {
+            return Err(ProviderError::transient("the cloud's API is down"));
+        }
         Ok(self.with(|s| s.listed.clone()))
     }
 }
@@ -381,6 +395,117 @@ async fn a_restarted_loop_adopts_what_runs_finishes_terminations_and_launches_no
     );
     let spot: Vec<_> = h.router.last().into_iter().filter(|b| b.tier == Tier::Spot).collect();
     assert_eq!(spot.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_signal_ends_the_teardown_at_once_while_the_cloud_hangs() {
+    let (h, mut reconciler) = harness(1);
+    reconciler.resume().await;
+    ticks(&mut reconciler, 2).await;
+    let id = h.spot.with(|s| s.launches[0].clone());
+    h.spot.with(|s| {
+        s.status.insert(id.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None })
+    });
+    ticks(&mut reconciler, 4).await;
+    assert_eq!(phases(&h.store), [(id.clone(), Phase::Ready)]);
+    // The cloud stops answering: a status call hangs when the stop comes, and so does
+    // every terminate after it.
+    h.spot.with(|s| (s.hang_status, s.hang_terminations) = (true, true));
+    ticks(&mut reconciler, 2).await;
+    let began = tokio::time::Instant::now();
+    reconciler.teardown(tokio::time::sleep(Duration::from_secs(3))).await;
+    // Not the call deadline (30 s) three times over: calls get 5 s after the second signal.
+    assert!(began.elapsed() <= Duration::from_secs(9), "the teardown took {:?}", began.elapsed());
+    assert_eq!(phases(&h.store), [(id, Phase::Terminating)], "what did not stop stays recorded");
+    assert!(h.store.run("svc").unwrap().unwrap().ended_at_ms.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resume_that_cannot_list_keeps_a_replica_whose_launch_never_returned() {
+    let (h, mut reconciler) = harness(1);
+    // The process dies after the replica's row was written and its launch sent, before
+    // the launch returned a reference; at the restart the cloud's list fails.
+    h.spot.with(|s| s.hang_launches = true);
+    reconciler.resume().await;
+    ticks(&mut reconciler, 2).await;
+    drop(reconciler);
+    let rows = h.store.replicas("svc").unwrap();
+    assert_eq!(rows.len(), 1);
+    let name = rows[0].replica.clone();
+    assert!(rows[0].reference.as_ref().is_none_or(|r| r.data.is_null()), "{rows:?}");
+    h.spot.with(|s| {
+        s.hang_launches = false;
+        s.list_fails = true;
+        s.status.insert(name.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None });
+    });
+    let mut restarted = restarted(&h);
+    restarted.resume().await;
+    ticks(&mut restarted, 6).await;
+    // Not known to be gone, so not forgotten: asked about by name, and it runs.
+    assert_eq!(phases(&h.store), [(name, Phase::Ready)]);
+    assert!(h.spot.with(|s| s.launches.is_empty()), "no second cluster is launched beside it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_preempted_while_no_process_watched_is_billed_until_it_was_last_seen() {
+    let (h, mut reconciler) = harness(1);
+    reconciler.resume().await;
+    ticks(&mut reconciler, 2).await;
+    let id = h.spot.with(|s| s.launches[0].clone());
+    h.spot.with(|s| {
+        s.status.insert(id.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None })
+    });
+    ticks(&mut reconciler, 4).await;
+    assert_eq!(phases(&h.store), [(id.clone(), Phase::Ready)]);
+    let last_seen = h.store.run("svc").unwrap().unwrap().updated_at_ms;
+    drop(reconciler);
+    // Reclaimed while tandemn was down; the cloud's list still shows it, and its status
+    // says so only now (SkyPilot cannot date a cluster that vanished).
+    let listed = Listed {
+        id: ReplicaId::parse(&id).unwrap(),
+        reference: ReplicaRef {
+            id: ReplicaId::parse(&id).unwrap(),
+            launched_ms: START_MS,
+            data: serde_json::json!({}),
+        },
+    };
+    h.spot.with(|s| {
+        s.listed = vec![listed];
+        s.status.insert(id.clone(), ReplicaStatus::Preempted { at_ms: START_MS + 60_000 });
+    });
+    let mut restarted = restarted(&h);
+    restarted.resume().await;
+    ticks(&mut restarted, 4).await;
+    let row = h.store.replicas("svc").unwrap().into_iter().find(|r| r.replica == id).unwrap();
+    assert_eq!((row.phase, row.ended_at_ms), (Phase::Preempted, Some(last_seen)), "not the minute nobody watched");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_teardown_removes_a_preempted_cluster_whose_cleanup_failed() {
+    let (h, mut reconciler) = harness(1);
+    reconciler.resume().await;
+    ticks(&mut reconciler, 2).await;
+    let id = h.spot.with(|s| s.launches[0].clone());
+    h.spot.with(|s| {
+        s.status.insert(id.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None })
+    });
+    ticks(&mut reconciler, 4).await;
+    // Stopped, not terminated: its resource still costs, and removing it fails once.
+    h.spot.with(|s| {
+        s.status.insert(id.clone(), ReplicaStatus::Preempted { at_ms: START_MS + 3_000 });
+        s.failing_terminations = 1;
+    });
+    ticks(&mut reconciler, 2).await;
+    assert!(h.spot.with(|s| !s.terminations.contains(&id)));
+    let stopped = ReplicaId::parse(&id).unwrap();
+    h.spot.with(|s| {
+        s.listed = vec![Listed {
+            id: stopped.clone(),
+            reference: ReplicaRef { id: stopped.clone(), launched_ms: START_MS, data: serde_json::json!({}) },
+        }]
+    });
+    reconciler.teardown(std::future::pending()).await;
+    assert!(h.spot.with(|s| s.terminations.contains(&id)), "what the provider still lists is removed at the end");
 }
 
 /// A second loop on the same store and providers: a restarted process.

@@ -30,6 +30,20 @@ pub const CALL_DEADLINE: Duration = Duration::from_secs(20);
 /// Default wait for a short request's result (`/status`, `/endpoints`, `/enabled_clouds`).
 pub const SHORT_WAIT: Duration = Duration::from_secs(120);
 
+/// `endpoint` as it may be shown: user information in it (a credential, which
+/// [`SkyClient::new`] refuses) becomes `***`.
+pub fn shown_endpoint(endpoint: &str) -> String {
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("", endpoint));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let sep = if scheme.is_empty() { "" } else { "://" };
+            format!("{scheme}{sep}***{}", &rest[at..])
+        }
+        None => endpoint.to_string(),
+    }
+}
+
 /// A SkyPilot request id: server-generated, returned in `X-Skypilot-Request-ID`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -451,6 +465,13 @@ impl SkyClient {
         parse_endpoints(&value, port).map_err(|e| self.shape_error(&e))
     }
 
+    /// Cancels the given requests (those already finished stay as they are).
+    pub async fn cancel(&self, ids: &[RequestId]) -> Result<(), ProviderError> {
+        let body = json!({ "request_ids": ids.iter().map(RequestId::as_str).collect::<Vec<_>>() });
+        let id = self.schedule(self.http.post(self.url("/api/cancel")).json(&body)).await?;
+        self.get(&id, self.deadlines.wait).await.map(drop)
+    }
+
     /// Tears the cluster down and waits up to `deadline` for it. Idempotent: a cluster
     /// that does not exist counts as down.
     pub async fn down(&self, cluster: &ReplicaId, deadline: Duration) -> Result<(), ProviderError> {
@@ -749,6 +770,19 @@ mod tests {
         let error = json!({"object": "gASVAAAA", "type": kind, "message": message}).to_string();
         json!({"detail": {"request_id": "x", "name": "sky.down", "status": "FAILED", "return_value": "null", "error": error}})
             .to_string()
+    }
+
+    #[test]
+    fn a_shown_endpoint_hides_user_information() {
+        let cases = [
+            ("http://127.0.0.1:46580", "http://127.0.0.1:46580"),
+            ("http://user:pw@host:1/x@y", "http://***@host:1/x@y"),
+            ("https://a@b@host", "https://***@host"),
+            ("user:pw@host", "***@host"),
+        ];
+        for (endpoint, shown) in cases {
+            assert_eq!(shown_endpoint(endpoint), shown, "{endpoint}");
+        }
     }
 
     #[test]

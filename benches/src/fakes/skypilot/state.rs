@@ -81,6 +81,9 @@ struct State {
     /// Launches still to fail, and how.
     failures: Option<(u32, ApiError)>,
     hang: Duration,
+    /// Launches wait for a worker before they make their cluster (the real server runs
+    /// launches on a few long-request workers; the others queue, with no cluster yet).
+    queue_launches: bool,
     shut_down: bool,
 }
 
@@ -273,6 +276,7 @@ impl Shared {
         if dryrun {
             return Ok(json!({"job_id": null, "handle": PICKLED_NONE}));
         }
+        self.wait_for(|state| (!state.queue_launches).then_some(())).await;
         let (index, admitted, job_id) =
             self.update(|state| admit(state, &request_id, &cluster_name, task, placement, model))?;
         if let Admitted::Provision = admitted {
@@ -508,6 +512,10 @@ impl Shared {
 
     pub fn hang(&self, extra: Duration) {
         self.update(|state| state.hang = extra);
+    }
+
+    pub fn queue_launches(&self, queued: bool) {
+        self.update(|state| state.queue_launches = queued);
     }
 
     /// Refuses new engines, kills every running one and cancels the running requests.
