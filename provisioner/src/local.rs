@@ -272,6 +272,10 @@ impl SpotProvider for LocalSpot {
     }
 
     async fn status(&self, replica: &ReplicaRef) -> Result<ReplicaStatus, ProviderError> {
+        if replica.data.is_null() {
+            // Its launch never returned: no process was recorded, and any died with its parent.
+            return Ok(ReplicaStatus::NotFound);
+        }
         let local = local_replica(replica)?;
         let name = replica.id.as_str();
         if !self.processes.lock().contains_key(name) {
@@ -317,6 +321,9 @@ impl SpotProvider for LocalSpot {
             let at_ms = now_ms();
             self.end(name, replica.launched_ms, at_ms);
             return Ok(at_ms);
+        }
+        if replica.data.is_null() {
+            return Ok(now_ms());
         }
         // Not ours (left by a tandemn that died) or already gone: gone is done.
         match Self::preempt(replica) {
@@ -491,6 +498,16 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
+    }
+
+    #[tokio::test]
+    async fn a_replica_whose_launch_never_returned_is_not_found_and_terminates_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = spot(dir.path(), "sleep 30 {port}");
+        let unborn =
+            ReplicaRef { id: ReplicaId::parse("svc-a-9").unwrap(), launched_ms: 1, data: serde_json::Value::Null };
+        assert_eq!(provider.status(&unborn).await.unwrap(), ReplicaStatus::NotFound);
+        assert!(provider.terminate(&unborn).await.is_ok());
     }
 
     #[tokio::test]

@@ -132,13 +132,17 @@ fn clean_up(store: &StateStore, name: &str) -> anyhow::Result<usize> {
         let mut failures = Vec::new();
         let listed = within(deadline, providers.spot.list(name)).await;
         let mut references: Vec<ReplicaRef> = open_replicas.iter().filter_map(|r| r.reference.clone()).collect();
-        if let Ok(listed) = &listed {
-            let unrecorded: Vec<ReplicaRef> = listed
-                .iter()
-                .filter(|l| !references.iter().any(|r| r.id == l.id))
-                .map(|l| l.reference.clone())
-                .collect();
-            references.extend(unrecorded);
+        match &listed {
+            Ok(listed) => {
+                let unrecorded: Vec<ReplicaRef> = listed
+                    .iter()
+                    .filter(|l| !references.iter().any(|r| r.id == l.id))
+                    .map(|l| l.reference.clone())
+                    .collect();
+                references.extend(unrecorded);
+            }
+            // Without the list, a replica nobody recorded could hide: not done.
+            Err(error) => failures.push(format!("listing the service's replicas: {error}")),
         }
         for reference in &references {
             let row = open_replicas.iter().find(|r| r.replica == reference.id.as_str());
@@ -154,8 +158,8 @@ fn clean_up(store: &StateStore, name: &str) -> anyhow::Result<usize> {
                 Err(error) => failures.push(format!("{}: {error}", reference.id)),
             }
         }
-        // Never launched (no reference): nothing to stop.
-        for row in open_replicas.iter().filter(|r| r.reference.is_none()) {
+        // Never launched (no reference) and not listed: nothing to stop.
+        for row in open_replicas.iter().filter(|r| r.reference.is_none() && listed.is_ok()) {
             store.replica_phase(name, row, Phase::Failed, row.launched_at_ms, Some("never launched"))?;
         }
         let now = billed_until(&run);
