@@ -112,9 +112,15 @@ fn reserve_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
+/// Connects once the router listens, and waits until the router has closed that probe
+/// connection, so it holds none of the router's connection places afterwards.
 fn wait_until_listening(addr: SocketAddr) {
     for _ in 0..500 {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+        if let Ok(mut probe) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            use std::io::Read;
+            let _ = probe.shutdown(std::net::Shutdown::Write);
+            let _ = probe.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = probe.read_to_end(&mut Vec::new());
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
