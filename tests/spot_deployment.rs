@@ -118,8 +118,10 @@ fn check_reports_the_skypilot_api_server_without_its_token() {
     let out = String::from_utf8_lossy(&up.stdout);
     assert!(up.status.success(), "{out}{}", String::from_utf8_lossy(&up.stderr));
     assert!(out.contains("reachable, version 0.14.1 (API 62), AWS enabled"), "{out}");
-    // Nothing listens on port 9: the deployment cannot run, and `check` says why.
-    let down = check("http://127.0.0.1:9");
+    // A port nothing listens on (bound, then freed): the deployment cannot run, and
+    // `check` says why.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = check(&format!("http://{free}"));
     let out = String::from_utf8_lossy(&down.stdout).to_string() + &String::from_utf8_lossy(&down.stderr);
     assert_eq!(down.status.code(), Some(1), "{out}");
     assert!(out.contains("not reachable") && out.contains("sky api start"), "{out}");

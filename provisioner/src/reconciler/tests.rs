@@ -214,6 +214,20 @@ async fn ticks(reconciler: &mut Reconciler, n: u32) {
     }
 }
 
+/// Resumes (nothing to adopt), lets the first replica launch and run, and returns its
+/// name once it is ready.
+async fn ready_replica(h: &Harness, reconciler: &mut Reconciler) -> String {
+    reconciler.resume().await;
+    ticks(reconciler, 2).await;
+    let id = h.spot.with(|s| s.launches[0].clone());
+    h.spot.with(|s| {
+        s.status.insert(id.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None })
+    });
+    ticks(reconciler, 4).await;
+    assert_eq!(phases(&h.store), [(id.clone(), Phase::Ready)]);
+    id
+}
+
 fn phases(store: &StateStore) -> Vec<(String, Phase)> {
     store.replicas("svc").unwrap().into_iter().map(|r| (r.replica, r.phase)).collect()
 }
@@ -283,13 +297,7 @@ async fn a_cloud_that_does_not_answer_never_holds_up_a_tick() {
 #[tokio::test(start_paused = true)]
 async fn a_preempted_replica_is_replaced_under_a_new_name_and_its_resource_removed() {
     let (h, mut reconciler) = harness(1);
-    reconciler.resume().await;
-    ticks(&mut reconciler, 2).await;
-    let id = h.spot.with(|s| s.launches[0].clone());
-    h.spot.with(|s| {
-        s.status.insert(id.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None })
-    });
-    ticks(&mut reconciler, 4).await;
+    let id = ready_replica(&h, &mut reconciler).await;
     h.spot.with(|s| s.status.insert(id.clone(), ReplicaStatus::Preempted { at_ms: START_MS + 3_000 }));
     ticks(&mut reconciler, 10).await;
     let rows = h.store.replicas("svc").unwrap();
@@ -324,14 +332,7 @@ async fn a_terminate_that_fails_is_retried_and_shown_terminating_until_it_succee
 #[tokio::test(start_paused = true)]
 async fn a_restarted_loop_adopts_what_runs_finishes_terminations_and_launches_nothing_twice() {
     let (h, mut reconciler) = harness(1);
-    reconciler.resume().await;
-    ticks(&mut reconciler, 2).await;
-    let running = h.spot.with(|s| s.launches[0].clone());
-    h.spot.with(|s| {
-        s.status.insert(running.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None })
-    });
-    ticks(&mut reconciler, 4).await;
-    assert_eq!(phases(&h.store), [(running.clone(), Phase::Ready)]);
+    let running = ready_replica(&h, &mut reconciler).await;
     // The process dies here (the reconciler is dropped without a teardown). Meanwhile a
     // second replica was being terminated, and a third never got past its launch call.
     drop(reconciler);
@@ -400,14 +401,7 @@ async fn a_restarted_loop_adopts_what_runs_finishes_terminations_and_launches_no
 #[tokio::test(start_paused = true)]
 async fn a_second_signal_ends_the_teardown_at_once_while_the_cloud_hangs() {
     let (h, mut reconciler) = harness(1);
-    reconciler.resume().await;
-    ticks(&mut reconciler, 2).await;
-    let id = h.spot.with(|s| s.launches[0].clone());
-    h.spot.with(|s| {
-        s.status.insert(id.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None })
-    });
-    ticks(&mut reconciler, 4).await;
-    assert_eq!(phases(&h.store), [(id.clone(), Phase::Ready)]);
+    let id = ready_replica(&h, &mut reconciler).await;
     // The cloud stops answering: a status call hangs when the stop comes, and so does
     // every terminate after it.
     h.spot.with(|s| (s.hang_status, s.hang_terminations) = (true, true));
@@ -449,14 +443,7 @@ async fn a_resume_that_cannot_list_keeps_a_replica_whose_launch_never_returned()
 #[tokio::test(start_paused = true)]
 async fn a_replica_preempted_while_no_process_watched_is_billed_until_it_was_last_seen() {
     let (h, mut reconciler) = harness(1);
-    reconciler.resume().await;
-    ticks(&mut reconciler, 2).await;
-    let id = h.spot.with(|s| s.launches[0].clone());
-    h.spot.with(|s| {
-        s.status.insert(id.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None })
-    });
-    ticks(&mut reconciler, 4).await;
-    assert_eq!(phases(&h.store), [(id.clone(), Phase::Ready)]);
+    let id = ready_replica(&h, &mut reconciler).await;
     let last_seen = h.store.run("svc").unwrap().unwrap().updated_at_ms;
     drop(reconciler);
     // Reclaimed while tandemn was down; the cloud's list still shows it, and its status
@@ -483,13 +470,7 @@ async fn a_replica_preempted_while_no_process_watched_is_billed_until_it_was_las
 #[tokio::test(start_paused = true)]
 async fn the_teardown_removes_a_preempted_cluster_whose_cleanup_failed() {
     let (h, mut reconciler) = harness(1);
-    reconciler.resume().await;
-    ticks(&mut reconciler, 2).await;
-    let id = h.spot.with(|s| s.launches[0].clone());
-    h.spot.with(|s| {
-        s.status.insert(id.clone(), ReplicaStatus::Running { url: "http://10.0.0.5:8000".into(), placement: None })
-    });
-    ticks(&mut reconciler, 4).await;
+    let id = ready_replica(&h, &mut reconciler).await;
     // Stopped, not terminated: its resource still costs, and removing it fails once.
     h.spot.with(|s| {
         s.status.insert(id.clone(), ReplicaStatus::Preempted { at_ms: START_MS + 3_000 });
